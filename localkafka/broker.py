@@ -1,7 +1,11 @@
-"""Format, start, stop and inspect one KRaft broker+controller bound to 127.0.0.1.
+"""Format, start, stop and inspect a one-broker KRaft cluster bound to 127.0.0.1.
 
-The broker's settings live in `<data_dir>/broker.json`; a later `start` on the same data dir
-reuses them (so a restart keeps its ports and data) and refuses conflicting ones.
+Two JVMs, as in production: a KRaft controller (node 1) and a broker (node 2). Keeping the
+controller up while the broker is killed lets the controller fence the dead broker before a
+new one starts; with a combined node, a restarted broker could start its transaction
+coordinator on stale leadership and drop pending commit markers, leaving the last
+stable offset stuck (seen with 4.4.0). The settings live in `<data_dir>/broker.json`; a
+later `start` on the same data dir reuses them and refuses conflicting ones.
 """
 
 from __future__ import annotations
@@ -10,48 +14,22 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from localkafka.jars import LOG4J_CONFIG, ensure_jars, kafka_version
+from localkafka.procs import HOST, free_port, pid_alive, port_open
 
-HOST = "127.0.0.1"
 READY_LINE = "Kafka Server started"
+SESSION_TIMEOUT_MS = 3000
+NODES = ("controller", "broker")
 
 
 class BrokerError(RuntimeError):
     """The local broker could not be started, stopped or reused as asked."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((HOST, port)) == 0
-
-
-def pid_alive(pid: int) -> bool:
-    """True while any thread of `pid` lives; reaps it when it is our own exited child."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        states = [Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                  for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return False
-    return any(state != "Z" for state in states)
 
 
 @dataclass
@@ -60,18 +38,17 @@ class BrokerSettings:
     controller_port: int
     version: str
     cluster_id: str
-    pid: int = 0
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 class LocalBroker:
     def __init__(self, data_dir: str | Path, port: int | None = None,
-                 controller_port: int | None = None, heap: str = "512m"):
+                 controller_port: int | None = None):
         self.data_dir = Path(data_dir).resolve()
-        self.heap = heap
         self._asked = (port, controller_port)
         self.ready_seconds: float | None = None
 
-    # -- paths -----------------------------------------------------------------------------
+    # -- paths and state -------------------------------------------------------------------
     @property
     def state_file(self) -> Path:
         return self.data_dir / "broker.json"
@@ -82,17 +59,15 @@ class LocalBroker:
 
     @property
     def log_file(self) -> Path:
-        return self.log_dir / "server.log"
+        return self.log_dir / "broker.log"
 
-    @property
-    def properties_file(self) -> Path:
-        return self.data_dir / "server.properties"
+    def properties(self, node: str) -> Path:
+        return self.data_dir / f"{node}.properties"
 
     @property
     def bootstrap(self) -> str:
         return f"{HOST}:{self.settings().port}"
 
-    # -- state -----------------------------------------------------------------------------
     def settings(self) -> BrokerSettings:
         if not self.state_file.exists():
             raise BrokerError(f"no broker was formatted in {self.data_dir}")
@@ -101,29 +76,32 @@ class LocalBroker:
     def _save(self, settings: BrokerSettings) -> None:
         self.state_file.write_text(json.dumps(asdict(settings), indent=2))
 
-    def running(self) -> bool:
+    def node_running(self, node: str) -> bool:
         if not self.state_file.exists():
             return False
-        pid = self.settings().pid
-        return pid > 0 and pid_alive(pid) and self._is_our_broker(pid)
+        pid = self.settings().pids.get(node, 0)
+        return pid > 0 and pid_alive(pid) and self._is_our_node(pid, node)
 
-    def _is_our_broker(self, pid: int) -> bool:
+    def running(self) -> bool:
+        return all(self.node_running(node) for node in NODES)
+
+    def _is_our_node(self, pid: int, node: str) -> bool:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             return False
-        return "kafka.Kafka" in cmdline and str(self.properties_file) in cmdline
+        return "kafka.Kafka" in cmdline and str(self.properties(node)) in cmdline
 
     def status(self) -> dict:
         if not self.state_file.exists():
             return {"data_dir": str(self.data_dir), "state": "absent"}
         s = self.settings()
-        state = "running" if self.running() else "stopped"
-        return {"data_dir": str(self.data_dir), "state": state, "bootstrap": f"{HOST}:{s.port}",
-                "pid": s.pid if state == "running" else None, "version": s.version,
+        return {"data_dir": str(self.data_dir), "state": "running" if self.running() else "stopped",
+                "bootstrap": f"{HOST}:{s.port}", "version": s.version,
+                "pids": {n: s.pids.get(n) for n in NODES if self.node_running(n)},
                 "log": str(self.log_file)}
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- formatting ------------------------------------------------------------------------
     def _check_asked(self, s: BrokerSettings) -> None:
         port, cport = self._asked
         if (port and port != s.port) or (cport and cport != s.controller_port):
@@ -132,7 +110,6 @@ class LocalBroker:
                 f"asked for {port} ({cport}): use another data dir or `stop` and delete it")
 
     def _prepare(self) -> BrokerSettings:
-        port, cport = self._asked
         if self.state_file.exists():
             s = self.settings()
             self._check_asked(s)
@@ -140,26 +117,38 @@ class LocalBroker:
                 raise BrokerError(f"{self.data_dir} was formatted by Kafka {s.version}, "
                                   f"the pinned version is {kafka_version()}: delete the data dir")
             return s
+        port, cport = self._asked
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         s = BrokerSettings(port=port or free_port(), controller_port=cport or free_port(),
                            version=kafka_version(), cluster_id=cluster_id)
         self._write_properties(s)
-        self._format(s)
+        self._format("controller", s, "--standalone")
+        self._format("broker", s, "--no-initial-controllers")
         self._save(s)
         return s
 
     def _write_properties(self, s: BrokerSettings) -> None:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
+        common = {
             "controller.quorum.bootstrap.servers": f"{HOST}:{s.controller_port}",
-            "listeners": f"PLAINTEXT://{HOST}:{s.port},CONTROLLER://{HOST}:{s.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{s.port}",
-            "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.data_dir / "kraft"),
+            "broker.session.timeout.ms": str(SESSION_TIMEOUT_MS),
+            "broker.heartbeat.interval.ms": "1000",
+        }
+        controller = {
+            "process.roles": "controller",
+            "node.id": "1",
+            "listeners": f"CONTROLLER://{HOST}:{s.controller_port}",
+            "log.dirs": str(self.data_dir / "controller-data"),
+        }
+        broker = {
+            "process.roles": "broker",
+            "node.id": "2",
+            "listeners": f"PLAINTEXT://{HOST}:{s.port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{s.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir / "broker-data"),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "4",
@@ -169,88 +158,113 @@ class LocalBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
-            # a restarted node re-registers once its old session expired: keep that short
-            "broker.session.timeout.ms": "3000",
-            "broker.heartbeat.interval.ms": "1000",
         }
-        self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        for node, props in (("controller", controller), ("broker", broker)):
+            text = "".join(f"{k}={v}\n" for k, v in {**common, **props}.items())
+            self.properties(node).write_text(text)
 
-    def _java(self, main: str, *args: str, jvm: tuple[str, ...] = ()) -> list[str]:
+    def _java(self, node: str, main: str, *args: str, heap: str | None = None) -> list[str]:
+        jvm = [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={self.log_dir}",
+               f"-Dlocalkafka.node={node}", "-Djava.awt.headless=true"]
+        if heap:
+            jvm += [f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC"]
         return ["java", *jvm, "-cp", f"{ensure_jars()}/*", main, *args]
 
-    def _format(self, s: BrokerSettings) -> None:
-        cmd = self._java("kafka.tools.StorageTool", "format", "--standalone", "-t", s.cluster_id,
-                         "-c", str(self.properties_file),
-                         jvm=(f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-                              f"-Dkafka.logs.dir={self.log_dir}"))
+    def _format(self, node: str, s: BrokerSettings, mode: str) -> None:
+        cmd = self._java(f"format-{node}", "kafka.tools.StorageTool", "format", mode,
+                         "-t", s.cluster_id, "-c", str(self.properties(node)))
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise BrokerError(f"formatting {self.data_dir} failed:\n{result.stdout}{result.stderr}")
+            raise BrokerError(f"formatting the {node} in {self.data_dir} failed:\n"
+                              f"{result.stdout}{result.stderr}")
 
+    # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> str:
-        """Start (or find running) the broker and return its bootstrap address."""
-        if self.running():
+        """Start whatever is not running and return the bootstrap address once ready."""
+        if self.state_file.exists():
             self._check_asked(self.settings())
+        if self.running():
             return self.bootstrap
-        s = self._prepare()
-        for port in (s.port, s.controller_port):
-            if port_open(port):
-                raise BrokerError(f"port {port} is taken by another process (a broker left from "
-                                  f"another run?); stop it or use other ports")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        jvm = (f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-               f"-Dkafka.logs.dir={self.log_dir}", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}")
         began = time.monotonic()
-        with open(self.log_dir / "stdout.log", "ab") as out:
-            proc = subprocess.Popen(self._java("kafka.Kafka", str(self.properties_file), jvm=jvm),
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        s.pid = proc.pid
+        s = self._prepare()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.node_running("controller"):
+            self._launch("controller", s, s.controller_port, "256m", began + timeout,
+                         ready=lambda _offset: port_open(s.controller_port))
+        if not self.node_running("broker"):
+            self._launch("broker", s, s.port, "512m", began + timeout,
+                         ready=lambda offset: port_open(s.port)
+                         and self._logged_since(self.log_file, offset, READY_LINE))
+        self.ready_seconds = time.monotonic() - began
+        return self.bootstrap
+
+    def _launch(self, node: str, s: BrokerSettings, port: int, heap: str, deadline: float,
+                ready) -> None:
+        if port_open(port):
+            raise BrokerError(f"port {port} is taken by another process (a broker left from "
+                              f"another run?); stop it or use other ports")
+        log = self.log_dir / f"{node}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        with open(self.log_dir / f"{node}.stdout", "ab") as out:
+            proc = subprocess.Popen(
+                self._java(node, "kafka.Kafka", str(self.properties(node)), heap=heap),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        s.pids[node] = proc.pid
         self._save(s)
-        deadline = began + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BrokerError(f"the broker exited with {proc.returncode}; see {self.log_file}")
-            if port_open(s.port) and self._logged_since(log_offset, READY_LINE):
-                self.ready_seconds = time.monotonic() - began
-                return self.bootstrap
+                raise BrokerError(f"the {node} exited with {proc.returncode}; see {log}")
+            if ready(offset):
+                return
             time.sleep(0.1)
-        self.kill()
-        raise BrokerError(f"the broker was not ready within {timeout:.0f}s; see {self.log_file}")
+        self.stop()
+        raise BrokerError(f"the {node} was not ready in time; see {log}")
 
-    def _logged_since(self, offset: int, needle: str) -> bool:
+    @staticmethod
+    def _logged_since(log: Path, offset: int, needle: str) -> bool:
         try:
-            with open(self.log_file, "rb") as f:
+            with open(log, "rb") as f:
                 f.seek(offset)
                 return needle.encode() in f.read()
         except FileNotFoundError:
             return False
 
-    def _signal_and_wait(self, sig: int, timeout: float) -> bool:
-        pid = self.settings().pid
+    def _signal(self, node: str, sig: int, timeout: float) -> bool:
+        s = self.settings()
+        pid = s.pids.get(node, 0)
+        if pid <= 0 or not self.node_running(node):
+            return True
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return True
-        s = self.settings()
+        port = s.port if node == "broker" else s.controller_port
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not pid_alive(pid) and not port_open(s.port) and not port_open(s.controller_port):
+            if not pid_alive(pid) and not port_open(port):
                 return True
             time.sleep(0.05)
         return False
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Controlled shutdown; SIGKILL if it does not finish within `timeout`."""
-        if self.running() and not self._signal_and_wait(signal.SIGTERM, timeout):
-            self.kill()
+        """Controlled shutdown of the broker, then the controller; SIGKILL past `timeout`."""
+        if not self.state_file.exists():
+            return
+        for node in NODES[::-1]:
+            if not self._signal(node, signal.SIGTERM, timeout):
+                self._signal(node, signal.SIGKILL, 10.0)
 
     def kill(self) -> None:
-        """Hard crash (SIGKILL), as a power cut would: the data dir is kept."""
-        if self.state_file.exists() and self.settings().pid > 0:
-            self._signal_and_wait(signal.SIGKILL, 10.0)
+        """Hard crash of the broker (SIGKILL, as a power cut); the controller and data stay."""
+        if self.state_file.exists():
+            self._signal("broker", signal.SIGKILL, 10.0)
 
     def restart(self, hard: bool = False, timeout: float = 90.0) -> str:
-        self.kill() if hard else self.stop()
+        """Stop (or kill) the broker and start it again on the same data dir and ports."""
+        if hard:
+            self.kill()
+            time.sleep(SESSION_TIMEOUT_MS / 1000 + 1)  # let the controller fence the dead broker
+        else:
+            self._signal("broker", signal.SIGTERM, timeout)
         return self.start(timeout)
