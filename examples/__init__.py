@@ -1,0 +1,1 @@
+"""Example transforms and the demo."""

@@ -1,0 +1,127 @@
+"""Wiring: config -> codecs, transform, clients, metrics; signals; the run and check commands."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from processor.codecs import Codec, SchemaError, build_codec
+from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
+from processor.engine import Engine
+from processor.kafka import FatalError, client_settings, consumer_settings, producer_settings
+from processor.logs import setup_logging
+from processor.metrics import Metrics
+from processor.pipeline import Pipeline
+from processor.server import start_server
+from processor.transform import TransformLoadError, load_transform
+
+log = logging.getLogger("processor")
+EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+
+
+def _codec(config: CodecConfig, path: str, problems: list[Problem]) -> Codec | None:
+    try:
+        return build_codec(config)
+    except SchemaError as exc:
+        problems.append(Problem(path, str(exc)))
+        return None
+
+
+def build_pipeline(config: Config) -> Pipeline:
+    """Load the transform and the schemas; every problem found is in the `ConfigError`."""
+    problems: list[Problem] = []
+    codecs = {f"{side}.{part}": _codec(getattr(getattr(config, side), part), f"{side}.{part}.schema",
+                                       problems)
+              for side in ("input", "output") for part in ("key", "value")}
+    try:
+        transform = load_transform(config.transform)
+    except TransformLoadError as exc:
+        problems.append(Problem("transform", str(exc)))
+    for section in ("consumer", "producer"):
+        try:
+            (consumer_settings if section == "consumer" else producer_settings)(config)
+        except ValueError as exc:
+            problems.append(Problem(f"kafka.{section}", str(exc)))
+    if problems:
+        raise ConfigError(problems)
+    return Pipeline(config.app_id, transform, codecs["input.key"], codecs["input.value"],
+                    config.output.topic, codecs["output.key"], codecs["output.value"],
+                    reuse_input_key=config.input.key == config.output.key)
+
+
+def check_connection(config: Config, timeout: float = 15.0) -> list[Problem]:
+    """The brokers answer and every configured topic exists."""
+    admin = AdminClient(client_settings(config))
+    try:
+        topics = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        return [Problem("kafka.bootstrap_servers",
+                        f"cannot reach the brokers at {config.kafka.bootstrap_servers}: {exc.args[0].str()}")]
+    wanted = {f"input.topics[{i}]": t for i, t in enumerate(config.input.topics)}
+    wanted |= {"output.topic": config.output.topic, "dead_letter.topic": config.dead_letter.topic}
+    return [Problem(path, f"topic {name!r} does not exist")
+            for path, name in wanted.items() if name not in topics]
+
+
+def check(config_path: str, connect: bool) -> list[Problem]:
+    try:
+        config = load_config(config_path)
+        build_pipeline(config)
+    except ConfigError as exc:
+        return exc.problems
+    return check_connection(config) if connect else []
+
+
+def run(config_path: str) -> int:
+    try:
+        config = load_config(config_path)
+        pipeline = build_pipeline(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging.level, config.logging.format, config.app_id)
+    metrics = Metrics()
+    kafka_log = logging.getLogger("librdkafka")
+    consumer = Consumer({**consumer_settings(config), "logger": kafka_log})
+    producer = Producer({**producer_settings(config), "logger": kafka_log})
+    p = config.processing
+    engine = Engine(consumer, producer, pipeline, topics=config.input.topics,
+                    dead_letter_topic=config.dead_letter.topic, app_id=config.app_id,
+                    commit_interval_ms=p.commit_interval_ms, max_batch_records=p.max_batch_records,
+                    kafka_timeout_s=p.transaction_timeout_ms / 2000,
+                    stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes, metrics=metrics)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: _request_stop(stopping, signum))
+    if config.metrics.enabled:
+        server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
+                              healthy=lambda: not stopping.is_set(), ready=engine.ready.is_set)
+        log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
+    log.info("starting: %s -> %s (dead letters to %s), transactional.id %s",
+             ",".join(config.input.topics), config.output.topic, config.dead_letter.topic,
+             config.transactional_id)
+    began = time.monotonic()
+    code = EXIT_OK
+    try:
+        engine.run(stopping)
+    except FatalError as exc:
+        log.error("stopping: %s", exc)
+        code = EXIT_FATAL
+    t = metrics.totals
+    log.info("stopped after %.1fs: %d records in, %d out, %d dead-lettered, "
+             "%d transactions committed, %d aborted", time.monotonic() - began, t["consumed"],
+             t["produced"], t["dead_lettered"], t["committed"], t["aborted"])
+    return code
+
+
+def _request_stop(stopping: threading.Event, signum: int) -> None:
+    log.info("%s received: finishing the open transaction", signal.Signals(signum).name)
+    stopping.set()
+

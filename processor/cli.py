@@ -1,0 +1,34 @@
+"""`processor run -c FILE` and `processor check -c FILE [--connect]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from processor import app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="processor",
+                                     description="Exactly-once Kafka stream processor.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="process until SIGTERM or SIGINT")
+    run.add_argument("-c", "--config", required=True, help="the YAML config file")
+    check = commands.add_parser("check", help="validate the config, transform and schemas")
+    check.add_argument("-c", "--config", required=True, help="the YAML config file")
+    check.add_argument("--connect", action="store_true",
+                       help="also check that the brokers answer and the topics exist")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return app.run(args.config)
+    problems = app.check(args.config, args.connect)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return app.EXIT_CONFIG
+    print(f"{args.config}: OK")
+    return app.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The YAML config file: pydantic models, `${VAR}` substitution and PROCESSOR__* overrides.
+
+`load_config` turns every problem into a `ConfigError` holding one `Problem` per field, so
+`processor check` can print one readable line each.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PROCESSOR__"
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+RawValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CodecConfig(Strict):
+    format: Literal["bytes", "string", "json", "avro"] = "bytes"
+    schema_path: Path | None = Field(default=None, alias="schema")
+    wire_format: Literal["schemaless", "confluent"] = "schemaless"
+    schema_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _avro_needs_schema(self) -> CodecConfig:
+        if self.format == "avro" and self.schema_path is None:
+            raise ValueError("format avro needs a schema (a path to an .avsc file)")
+        if self.format != "avro" and self.schema_path is not None:
+            raise ValueError(f"schema is only for format avro, not {self.format}")
+        if self.wire_format == "confluent" and self.schema_id is None:
+            raise ValueError("wire_format confluent needs schema_id")
+        return self
+
+
+class SaslConfig(Strict):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str
+    password: SecretStr
+
+
+class SslConfig(Strict):
+    ca_location: Path | None = None
+    certificate_location: Path | None = None
+    key_location: Path | None = None
+    key_password: SecretStr | None = None
+
+
+class KafkaConfig(Strict):
+    bootstrap_servers: str = Field(min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl: SaslConfig | None = None
+    ssl: SslConfig | None = None
+    consumer: dict[str, RawValue] = {}
+    producer: dict[str, RawValue] = {}
+
+    @model_validator(mode="after")
+    def _sasl_when_needed(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and self.sasl is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs a sasl section")
+        return self
+
+
+class InputConfig(Strict):
+    topics: list[str] = Field(min_length=1)
+    group_id: str | None = None
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    key: CodecConfig = CodecConfig()
+    value: CodecConfig = CodecConfig()
+
+
+class OutputConfig(Strict):
+    topic: str = Field(min_length=1)
+    key: CodecConfig = CodecConfig()
+    value: CodecConfig = CodecConfig()
+
+
+class DeadLetterConfig(Strict):
+    topic: str = Field(min_length=1)
+    stacktrace_max_bytes: int = Field(default=8192, ge=0)
+
+
+class ProcessingConfig(Strict):
+    commit_interval_ms: int = Field(default=100, gt=0)
+    max_batch_records: int = Field(default=10000, gt=0)
+    transaction_timeout_ms: int = Field(default=60000, ge=1000)
+
+    @model_validator(mode="after")
+    def _commit_well_within_timeout(self) -> ProcessingConfig:
+        if self.commit_interval_ms * 2 > self.transaction_timeout_ms:
+            raise ValueError("commit_interval_ms must be at most half of transaction_timeout_ms")
+        return self
+
+
+class MetricsConfig(Strict):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class LoggingConfig(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      extra="forbid", case_sensitive=False, frozen=True)
+
+    app_id: str = Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=200)
+    instance_id: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname(),
+                             pattern=r"^[A-Za-z0-9._-]+$")
+    kafka: KafkaConfig
+    input: InputConfig
+    output: OutputConfig
+    dead_letter: DeadLetterConfig
+    transform: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    processing: ProcessingConfig = ProcessingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        return (env_settings, init_settings)  # PROCESSOR__* overrides win over the file
+
+    @property
+    def group_id(self) -> str:
+        return self.input.group_id or self.app_id
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.app_id}-{self.instance_id}"
+
+
+def substitute_env(node: Any, env: dict[str, str], path: str, problems: list[Problem]) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of the parsed YAML; `$$` is `$`."""
+    if isinstance(node, dict):
+        return {k: substitute_env(v, env, f"{path}.{k}" if path else str(k), problems)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(Problem(path, f"environment variable {name} is not set"))
+        return ""
+
+    return _VAR.sub(replace, node)
+
+
+def _describe(error: dict) -> Problem:
+    path = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return Problem(path, "unknown key")
+    if error["type"] == "missing":
+        return Problem(path, "required key is missing")
+    reason = error["msg"].removeprefix("Value error, ")
+    return Problem(path, reason)
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError([Problem("", f"config file not found: {path}")]) from None
+    except OSError as exc:
+        raise ConfigError([Problem("", f"cannot read config file {path}: {exc.strerror}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem("", f"{path}: invalid YAML{where}: {reason}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([Problem("", f"{path}: the top level must be a mapping of keys")])
+    problems: list[Problem] = []
+    data = substitute_env(raw, dict(os.environ), "", problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors()]) from None

@@ -1,0 +1,244 @@
+"""The exactly-once loop: consume a batch, process it, and commit outputs and offsets together.
+
+One transaction spans many records; it commits when `commit_interval_ms` has passed or
+`max_batch_records` inputs were processed. Abortable errors abort and rewind to the first
+offset of the transaction; fatal errors (fenced, unrecoverable) raise `FatalError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from processor.deadletter import Failure, dead_letter_headers
+from processor.kafka import FatalError, is_fenced, kafka_error
+from processor.metrics import Metrics
+from processor.pipeline import Encoded, Pipeline
+
+log = logging.getLogger("processor.engine")
+CONSUME_BATCH = 1000
+IDLE_POLL_SECONDS = 0.5
+
+
+class AbortTransaction(Exception):
+    """The open transaction cannot commit: abort it and process its records again."""
+
+
+class Transaction:
+    """What the open transaction holds: offsets to commit, where to rewind, what to count."""
+
+    __slots__ = ("deadline", "inputs", "next_offsets", "first_offsets", "consumed", "produced",
+                 "dead_lettered")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.inputs = 0
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        self.first_offsets: dict[tuple[str, int], int] = {}
+        self.consumed: Counter = Counter()
+        self.produced: Counter = Counter()
+        self.dead_lettered: Counter = Counter()
+
+    def track(self, msg: Message) -> None:
+        tp = (msg.topic(), msg.partition())
+        if tp not in self.first_offsets:
+            self.first_offsets[tp] = msg.offset()
+        self.next_offsets[tp] = msg.offset() + 1
+        self.inputs += 1
+
+
+class Engine:
+    def __init__(self, consumer: Consumer, producer: Producer, pipeline: Pipeline, *,
+                 topics: list[str], dead_letter_topic: str, app_id: str,
+                 commit_interval_ms: int, max_batch_records: int, kafka_timeout_s: float,
+                 stacktrace_max_bytes: int, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic):
+        self.consumer, self.producer, self.pipeline = consumer, producer, pipeline
+        self.topics = topics
+        self.dead_letter_topic = dead_letter_topic
+        self.app_id = app_id
+        self.commit_interval = commit_interval_ms / 1000
+        self.max_batch = max_batch_records
+        self.timeout = kafka_timeout_s
+        self.stacktrace_max_bytes = stacktrace_max_bytes
+        self.metrics = metrics
+        self.clock = clock
+        self.txn: Transaction | None = None
+        self.assigned: set[tuple[str, int]] = set()
+        self._callback_error: BaseException | None = None
+        self.ready = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def run(self, stopping: threading.Event) -> None:
+        """Process until `stopping` is set, then settle the open transaction and leave the group."""
+        self._call(self.producer.init_transactions, self.timeout)
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        try:
+            while not stopping.is_set():
+                self._step()
+            if self.txn is not None:
+                self._commit_or_abort()
+        except BaseException:
+            self.txn = None  # never commit after a failure: the broker aborts it
+            raise
+        finally:
+            self.ready.clear()
+            self.consumer.close()
+
+    def _step(self) -> None:
+        if self.txn is None:
+            wait, room = IDLE_POLL_SECONDS, CONSUME_BATCH
+        else:
+            wait = min(max(self.txn.deadline - self.clock(), 0.0), IDLE_POLL_SECONDS)
+            room = min(CONSUME_BATCH, self.max_batch - self.txn.inputs)
+        messages = self.consumer.consume(room, wait)
+        self._raise_callback_error()
+        try:
+            for msg in messages:
+                if msg.error():
+                    self._consumer_error(msg.error())
+                    continue
+                self._process(msg)
+                if self.txn.inputs >= self.max_batch or self.clock() >= self.txn.deadline:
+                    self._commit()
+            if self.txn is not None and self.clock() >= self.txn.deadline:
+                self._commit()
+        except AbortTransaction as exc:
+            log.warning("aborting the transaction and processing its records again: %s", exc)
+            self._abort()
+            # the remaining messages of this batch are fetched again after the rewind
+
+    # -- per record ------------------------------------------------------------------------
+    def _process(self, msg: Message) -> None:
+        if self.txn is None:
+            self._call(self.producer.begin_transaction)
+            self.txn = Transaction(self.clock() + self.commit_interval)
+        result = self.pipeline.process(msg)
+        if isinstance(result, Failure):
+            self._dead_letter(msg, result)
+        else:
+            try:
+                for out in result:
+                    self._produce(out)
+            except KafkaException as exc:  # refused before sending: deterministic for this record
+                self._dead_letter(msg, Failure("produce", exc))
+            else:
+                for out in result:
+                    self.txn.produced[out.topic] += 1
+        self.txn.consumed[msg.topic()] += 1
+        self.txn.track(msg)
+
+    def _produce(self, out: Encoded) -> None:
+        while True:
+            try:
+                self.producer.produce(out.topic, out.value, out.key, headers=out.headers)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _dead_letter(self, msg: Message, failure: Failure) -> None:
+        log.warning("dead-lettering record at %s [%d] @%d: %s: %s", msg.topic(), msg.partition(),
+                    msg.offset(), failure.stage, failure.error,
+                    extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
+        headers = dead_letter_headers(msg, failure, self.app_id, self.stacktrace_max_bytes)
+        try:
+            self._produce(Encoded(self.dead_letter_topic, msg.key(), msg.value(), headers))
+        except KafkaException as exc:
+            raise AbortTransaction(f"the dead-letter record could not be produced: {exc}") from exc
+        self.txn.dead_lettered[(msg.topic(), failure.stage)] += 1
+
+    # -- transaction boundaries ------------------------------------------------------------
+    def _commit(self) -> None:
+        txn = self.txn
+        began = self.clock()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in txn.next_offsets.items()]
+        self._call(self.producer.send_offsets_to_transaction, offsets,
+                   self.consumer.consumer_group_metadata(), self.timeout)
+        self._call(self.producer.commit_transaction, self.timeout)
+        self.txn = None
+        self.metrics.committed(txn.consumed, txn.produced, txn.dead_lettered, txn.inputs,
+                               self.clock() - began)
+
+    def _abort(self, rewind: bool = True) -> None:
+        txn, self.txn = self.txn, None
+        if txn is None:
+            return
+        self._call(self.producer.abort_transaction, self.timeout, abortable=False)
+        self.metrics.aborted()
+        if rewind:
+            for (topic, partition), offset in txn.first_offsets.items():
+                if (topic, partition) in self.assigned:
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _commit_or_abort(self) -> None:
+        try:
+            self._commit()
+        except AbortTransaction as exc:
+            log.warning("could not commit, aborting: %s", exc)
+            self._abort(rewind=False)
+
+    def _call(self, fn, *args, abortable: bool = True):
+        """Call a transactional producer method, classifying its errors as librdkafka says."""
+        deadline = self.clock() + self.timeout
+        while True:
+            try:
+                return fn(*args)
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if error.fatal() or is_fenced(error):
+                    raise FatalError(f"{fn.__name__} failed fatally: {error.str()}") from exc
+                if error.retriable() and self.clock() < deadline:
+                    log.info("%s: %s; retrying", fn.__name__, error.str())
+                    time.sleep(0.1)
+                    continue
+                if error.txn_requires_abort() and abortable:
+                    raise AbortTransaction(f"{fn.__name__}: {error.str()}") from exc
+                raise FatalError(f"{fn.__name__} failed: {error.str()}") from exc
+
+    # -- consumer events -------------------------------------------------------------------
+    def _consumer_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise FatalError(f"consumer failed fatally: {error.str()}")
+        log.warning("consumer: %s", error.str())
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self.metrics.rebalances.labels("assigned").inc()
+        self.ready.set()
+        log.info("assigned %s", _names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("revoked").inc()
+        log.info("revoked %s", _names(partitions))
+        self._guard(self._commit_or_abort)
+        self.assigned = set()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.metrics.rebalances.labels("lost").inc()
+        log.warning("lost %s: aborting the open transaction", _names(partitions))
+        self.assigned = set()
+        self._guard(lambda: self._abort(rewind=False))
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run `action` inside a rebalance callback; its error is raised after consume returns."""
+        if self.txn is None:
+            return
+        try:
+            action()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by _raise_callback_error
+            self._callback_error = exc
+
+    def _raise_callback_error(self) -> None:
+        if self._callback_error is not None:
+            error, self._callback_error = self._callback_error, None
+            raise error
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,69 @@
+"""confluent-kafka client settings from the config, and the classification of Kafka errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from processor.config import Config
+
+# settings the exactly-once guarantee depends on: raw overrides may not change them
+_CONSUMER_FIXED = {"isolation.level": "read_committed", "enable.auto.commit": False,
+                   "enable.auto.offset.store": False}
+_PRODUCER_FIXED = {"enable.idempotence": True, "acks": "all"}
+_FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                 KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+
+
+class FatalError(Exception):
+    """Processing cannot go on in this process (fenced, fatal Kafka error, ...): exit non-zero."""
+
+
+def client_settings(config: Config) -> dict[str, Any]:
+    k = config.kafka
+    settings: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers,
+                                "security.protocol": k.security_protocol,
+                                "client.id": f"{config.app_id}-{config.instance_id}"}
+    if k.sasl is not None:
+        settings.update({"sasl.mechanism": k.sasl.mechanism, "sasl.username": k.sasl.username,
+                         "sasl.password": k.sasl.password.get_secret_value()})
+    if k.ssl is not None:
+        for name in ("ca_location", "certificate_location", "key_location"):
+            value = getattr(k.ssl, name)
+            if value is not None:
+                settings[f"ssl.{name.replace('_', '.')}"] = str(value)
+        if k.ssl.key_password is not None:
+            settings["ssl.key.password"] = k.ssl.key_password.get_secret_value()
+    return settings
+
+
+def _check_overrides(section: str, overrides: dict[str, Any], fixed: dict[str, Any]) -> None:
+    for name, value in overrides.items():
+        if name in fixed and str(value).lower() != str(fixed[name]).lower():
+            raise ValueError(f"kafka.{section}.{name} must stay {fixed[name]} for exactly-once")
+
+
+def consumer_settings(config: Config) -> dict[str, Any]:
+    _check_overrides("consumer", config.kafka.consumer, _CONSUMER_FIXED)
+    return {**client_settings(config), "group.id": config.group_id,
+            "auto.offset.reset": config.input.auto_offset_reset,
+            **config.kafka.consumer, **_CONSUMER_FIXED}
+
+
+def producer_settings(config: Config) -> dict[str, Any]:
+    _check_overrides("producer", config.kafka.producer, _PRODUCER_FIXED)
+    return {**client_settings(config), "transactional.id": config.transactional_id,
+            "transaction.timeout.ms": config.processing.transaction_timeout_ms,
+            "linger.ms": 5, **config.kafka.producer, **_PRODUCER_FIXED}
+
+
+def kafka_error(exc: KafkaException) -> KafkaError:
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return error
+    return KafkaError(KafkaError._FAIL, str(exc))
+
+
+def is_fenced(error: KafkaError) -> bool:
+    return error.code() in _FENCED_CODES
