@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from localkafka import LocalBroker
-from tests.kafka_helpers import create_topics, unique_name
+from localkafka.clients import create_topics, unique_name
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from tests.kafka_helpers import create_topics, read_all, unique_name, wait_for
+from localkafka.clients import create_topics, read_all, unique_name, wait_for
 
 pytestmark = pytest.mark.kafka
 

@@ -1,4 +1,4 @@
-"""Test-side Kafka helpers: create topics, produce plainly, read back as a given isolation."""
+"""Client-side helpers for the demo, tests and benchmarks: topics, plain produce, read back."""
 
 from __future__ import annotations
 
