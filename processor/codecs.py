@@ -121,7 +121,7 @@ def load_schema(path: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise SchemaError(f"{path} is not JSON: {exc.msg} at line {exc.lineno}") from None
     except Exception as exc:  # fastavro raises several types for a bad schema
-        raise SchemaError(f"{path} is not a valid Avro schema: {exc}") from None
+        raise SchemaError(f"{path} is not a valid Avro schema: {type(exc).__name__}: {exc}") from None
 
 
 def build_codec(config: CodecConfig) -> Codec:

@@ -11,7 +11,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "PROCESSOR__"
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 RawValue = str | int | float | bool
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class KafkaConfig(Strict):
 
 
 class InputConfig(Strict):
-    topics: list[str] = Field(min_length=1)
+    topics: list[TopicName] = Field(min_length=1)
     group_id: str | None = None
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     key: CodecConfig = CodecConfig()
@@ -97,13 +98,13 @@ class InputConfig(Strict):
 
 
 class OutputConfig(Strict):
-    topic: str = Field(min_length=1)
+    topic: TopicName
     key: CodecConfig = CodecConfig()
     value: CodecConfig = CodecConfig()
 
 
 class DeadLetterConfig(Strict):
-    topic: str = Field(min_length=1)
+    topic: TopicName
     stacktrace_max_bytes: int = Field(default=8192, ge=0)
 
 

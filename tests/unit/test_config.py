@@ -1,0 +1,135 @@
+"""Config loading: substitution, overrides, and one precise line per problem from `check`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from processor.cli import main
+from processor.config import ConfigError, load_config
+
+VALID = textwrap.dedent("""\
+    app_id: orders-app
+    kafka:
+      bootstrap_servers: ${BOOT:-127.0.0.1:9092}
+    input:
+      topics: [orders]
+      value: {format: avro, schema: schemas/order.avsc}
+    output:
+      topic: out
+      value: {format: avro, schema: schemas/order_enriched.avsc}
+    dead_letter: {topic: dlq}
+    transform: examples.enrich:transform
+""")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def check(tmp_path: Path, text: str, capsys) -> tuple[int, list[str]]:
+    code = main(["check", "-c", str(write(tmp_path, text))])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_valid_config_with_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("BOOT", raising=False)
+    config = load_config(write(tmp_path, VALID))
+    assert config.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert config.group_id == "orders-app"
+    assert config.processing.commit_interval_ms == 100
+    assert config.transactional_id.startswith("orders-app-")
+
+
+def test_env_substitution_and_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOT", "broker:9093")
+    monkeypatch.setenv("PROCESSOR__PROCESSING__COMMIT_INTERVAL_MS", "250")
+    monkeypatch.setenv("PROCESSOR__INPUT__TOPICS", '["a", "b"]')
+    monkeypatch.setenv("PROCESSOR__INSTANCE_ID", "pod-3")
+    config = load_config(write(tmp_path, VALID))
+    assert config.kafka.bootstrap_servers == "broker:9093"
+    assert config.processing.commit_interval_ms == 250
+    assert config.input.topics == ["a", "b"]
+    assert config.transactional_id == "orders-app-pod-3"
+
+
+def test_dollar_dollar_is_a_literal_dollar(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUFFIX", "7")
+    config = load_config(write(tmp_path, VALID.replace("${BOOT:-127.0.0.1:9092}", "h$$${SUFFIX}:1")))
+    assert config.kafka.bootstrap_servers == "h$7:1"
+
+
+def test_secrets_are_not_shown(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAFKA_PASSWORD", "hunter2")
+    text = VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}\n",
+                         "  bootstrap_servers: b:9092\n  security_protocol: SASL_SSL\n"
+                         "  sasl: {username: svc, password: '${KAFKA_PASSWORD}'}\n")
+    config = load_config(write(tmp_path, text))
+    assert config.kafka.sasl.password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config.model_dump())
+
+
+@pytest.mark.parametrize("text, expected", [
+    (VALID.replace("app_id: orders-app", "app_id: orders-app\nbogus: 1"), "bogus: unknown key"),
+    (VALID.replace("topic: out", "topic: out\n  partitions: 3"), "output.partitions: unknown key"),
+    (VALID.replace("dead_letter: {topic: dlq}", "dead_letter: {}"), "dead_letter.topic: required key is missing"),
+    (VALID + "processing: {commit_interval_ms: soon}\n", "processing.commit_interval_ms: Input should be a valid integer"),
+    (VALID + "processing: {commit_interval_ms: 0}\n", "processing.commit_interval_ms: Input should be greater than 0"),
+    (VALID.replace("${BOOT:-127.0.0.1:9092}", "${NO_SUCH_VARIABLE_X}"),
+     "kafka.bootstrap_servers: environment variable NO_SUCH_VARIABLE_X is not set"),
+    (VALID.replace("examples.enrich:transform", "no_such_module:transform"),
+     "transform: cannot import module 'no_such_module'"),
+    (VALID.replace("examples.enrich:transform", "examples.enrich:nothing"),
+     "transform: module 'examples.enrich' has no attribute 'nothing'"),
+    (VALID.replace("examples.enrich:transform", "not a spec"), "transform: String should match pattern"),
+    (VALID.replace("schemas/order.avsc", "schemas/missing.avsc"),
+     "input.value.schema: schema file not found: schemas/missing.avsc"),
+    (VALID.replace("{format: avro, schema: schemas/order.avsc}", "{format: avro}"),
+     "input.value: format avro needs a schema"),
+    (VALID.replace("topic: out", "topic: out put"), "output.topic: String should match pattern"),
+    (VALID.replace("app_id: orders-app", "app_id: [unclosed"), "invalid YAML at line 2, column 6"),
+    ("- a list\n", "the top level must be a mapping"),
+    (VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}",
+                   "  bootstrap_servers: x\n  consumer: {isolation.level: read_uncommitted}"),
+     "kafka.consumer: kafka.consumer.isolation.level must stay read_committed"),
+])
+def test_bad_config_gives_exit_2_and_a_precise_line(tmp_path, capsys, text, expected):
+    code, lines = check(tmp_path, text, capsys)
+    assert code == 2
+    assert any(expected in line for line in lines), lines
+    assert not any("Traceback" in line for line in lines)
+
+
+def test_invalid_schema_file(tmp_path, capsys):
+    bad = tmp_path / "bad.avsc"
+    bad.write_text('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}')
+    code, lines = check(tmp_path, VALID.replace("schemas/order.avsc", str(bad)), capsys)
+    assert code == 2
+    assert lines == [f"input.value.schema: {bad} is not a valid Avro schema: UnknownType: nope"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    text = VALID.replace("app_id: orders-app", "app_id: orders-app\nextra: 1").replace(
+        "dead_letter: {topic: dlq}", "dead_letter: {}")
+    code, lines = check(tmp_path, text, capsys)
+    assert code == 2 and len(lines) == 2
+
+
+def test_missing_file_via_the_console_script(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "processor", "check", "-c", str(tmp_path / "nope.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"config file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_config_error_lists_problems(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "app_id: x\n"))
+    paths = {p.path for p in caught.value.problems}
+    assert {"kafka", "input", "output", "dead_letter", "transform"} <= paths
