@@ -73,8 +73,7 @@ def make_samples(count: int, poison_per_kind: float, seed: int = 7) -> list[Samp
     poison = [k for k in KINDS if k != "good"]
     samples = []
     for i in range(count):
-        roll = rng.random()
-        index = int(roll / poison_per_kind)
+        index = int(rng.random() / poison_per_kind) if poison_per_kind > 0 else len(poison)
         kind = poison[index] if index < len(poison) else "good"
         order_id = f"o-{seed}-{i:07d}"
         samples.append(Sample(order_id, kind, order_id.encode(), _value(kind, order_id, rng)))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from localkafka import LocalBroker
-from localkafka.clients import create_topics, unique_name
+from localkafka.clients import committed_offsets, create_topics, end_offsets, unique_name
+from tests.processes import ProcessorProcess, write_config
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,46 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBr
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def processors(tmp_path: Path) -> Iterator[Callable[..., ProcessorProcess]]:
+    """Start `processor run` children; any still running at the end are killed."""
+    started: list[ProcessorProcess] = []
+
+    def start(config: Path, instance_id: str, env: dict | None = None) -> ProcessorProcess:
+        log = tmp_path / f"processor-{instance_id}-{len(started)}.log"
+        started.append(ProcessorProcess(config, instance_id, log, env).start())
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+@dataclass
+class Pipe:
+    """The topics and config of one processing pipeline under test."""
+
+    bootstrap: str
+    input: str
+    output: str
+    dead_letter: str
+    app_id: str
+    config: Path
+
+    def committed_all(self) -> bool:
+        ends = end_offsets(self.bootstrap, self.input)
+        return committed_offsets(self.bootstrap, self.app_id, self.input) == ends
+
+
+@pytest.fixture
+def pipe(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Callable[..., Pipe]:
+    def make(partitions: int = 3, **config) -> Pipe:
+        topics = [new_topic(label, partitions) for label in ("in", "out", "dlq")]
+        app_id = unique_name("app")
+        path = write_config(tmp_path / f"{app_id}.yaml", kafka_bootstrap, input_topic=topics[0],
+                            output_topic=topics[1], dead_letter_topic=topics[2], app_id=app_id,
+                            **config)
+        return Pipe(kafka_bootstrap, *topics, app_id, path)
+    return make

@@ -1,0 +1,82 @@
+"""10,000 orders with 2% poison of each kind: one output per good order, one dead letter per poison."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import fastavro
+import pytest
+
+from examples.orders import make_samples
+from localkafka.clients import produce, read_all, wait_for
+from tests.verify import ENRICHED, verify
+
+pytestmark = pytest.mark.kafka
+
+
+def test_outputs_and_dead_letters_exactly_once(pipe, processors):
+    p = pipe(partitions=3)
+    samples = make_samples(10_000, poison_per_kind=0.02, seed=1)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    proc = processors(p.config, "i1")
+
+    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
+    assert proc.terminate() == 0, proc.log()[-3000:]
+
+    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    assert verdict.ok, verdict
+    assert len(verdict.dead_letters) == sum(1 for s in samples if s.stage)
+    assert {s.kind for s in samples} == {"good", "garbage", "wrong_schema", "refused", "overflow"}
+
+
+def test_dead_letter_records_carry_the_original_and_the_error(pipe, processors):
+    p = pipe(partitions=2)
+    samples = make_samples(2_000, poison_per_kind=0.02, seed=2)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples],
+            headers=[("trace-id", b"abc")])
+    proc = processors(p.config, "i1")
+    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
+    assert proc.terminate() == 0
+
+    inputs = {r.key: r for r in read_all(p.bootstrap, p.input)}
+    by_id = {s.key: s for s in samples}
+    dead = read_all(p.bootstrap, p.dead_letter)
+    assert len(dead) == sum(1 for s in samples if s.stage)
+    for record in dead:
+        original, sample = inputs[record.key], by_id[record.key]
+        h = record.headers
+        assert record.value == original.value  # the bytes as consumed, not re-encoded
+        assert h["trace-id"] == b"abc"
+        assert h["__processor.errors.topic"] == p.input.encode()
+        assert int(h["__processor.errors.partition"]) == original.partition
+        assert int(h["__processor.errors.offset"]) == original.offset
+        assert int(h["__processor.errors.timestamp"]) > 0
+        assert h["__processor.errors.stage"] == sample.stage.encode()
+        assert h["__processor.errors.exception"]
+        assert h["__processor.errors.message"]
+        assert b"Traceback" in h["__processor.errors.stacktrace"]
+        assert len(h["__processor.errors.stacktrace"]) <= 8192
+        assert h["__processor.errors.attempts"] == b"1"
+        assert h["__processor.errors.app_id"] == p.app_id.encode()
+    exceptions = {(r.headers["__processor.errors.stage"], r.headers["__processor.errors.exception"])
+                  for r in dead}
+    assert (b"transform", b"Poison") in exceptions
+
+
+def test_outputs_keep_each_input_partitions_order(pipe, processors):
+    p = pipe(partitions=3)
+    samples = make_samples(3_000, poison_per_kind=0.0, seed=3)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    proc = processors(p.config, "i1")
+    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
+    assert proc.terminate() == 0
+
+    offsets_seen = defaultdict(list)
+    for record in read_all(p.bootstrap, p.output):
+        source = fastavro.schemaless_reader(io.BytesIO(record.value), ENRICHED, None)["source_offset"]
+        _, partition, offset = source.rsplit(":", 2)
+        offsets_seen[(record.partition, int(partition))].append(int(offset))
+    assert sum(len(v) for v in offsets_seen.values()) == 3_000
+    for offsets in offsets_seen.values():
+        assert offsets == sorted(offsets)

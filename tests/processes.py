@@ -1,0 +1,68 @@
+"""Run `processor run` as a real child process on a config written for one test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+
+
+def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: str,
+                 dead_letter_topic: str, app_id: str, transform: str = "examples.enrich:transform",
+                 value_format: str = "avro", processing: dict | None = None) -> Path:
+    def codec(schema: str) -> dict:
+        return ({"format": "avro", "schema": str(ROOT / "schemas" / schema)}
+                if value_format == "avro" else {"format": value_format})
+
+    config = {
+        "app_id": app_id,
+        "kafka": {"bootstrap_servers": bootstrap, "consumer": FAST_GROUP},
+        "input": {"topics": [input_topic], "key": {"format": "string"}, "value": codec("order.avsc")},
+        "output": {"topic": output_topic, "key": {"format": "string"},
+                   "value": codec("order_enriched.avsc")},
+        "dead_letter": {"topic": dead_letter_topic},
+        "transform": transform,
+        "processing": processing or {},
+        "metrics": {"enabled": False},
+        "logging": {"level": "INFO", "format": "json"},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class ProcessorProcess:
+    """One `processor run` child; its output goes to a log file the test can read."""
+
+    def __init__(self, config: Path, instance_id: str, log_path: Path, env: dict | None = None):
+        self.config, self.instance_id, self.log_path = config, instance_id, log_path
+        self.env = {**os.environ, "PROCESSOR__INSTANCE_ID": instance_id, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ProcessorProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "processor", "run", "-c", str(self.config)],
+                                         cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
