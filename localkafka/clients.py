@@ -7,8 +7,12 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+
+_COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE}
 
 
 def unique_name(prefix: str) -> str:
@@ -104,12 +108,21 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
         time.sleep(interval)
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """The group's committed offsets (negative where none), retrying while the coordinator moves."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + timeout
     try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
         parts = [TopicPartition(topic, p) for p in meta.partitions]
-        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=30)}
+        while True:
+            try:
+                return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=timeout)}
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() not in _COORDINATOR_MOVING \
+                        or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 

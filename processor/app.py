@@ -1,9 +1,8 @@
-"""Wiring: config -> codecs, transform, clients, metrics; signals; the run and check commands."""
+"""Wiring: config -> codecs, transform, clients, metrics; the run and check commands."""
 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -78,7 +77,7 @@ def check(config_path: str, connect: bool) -> list[Problem]:
     return check_connection(config) if connect else []
 
 
-def run(config_path: str) -> int:
+def run(config_path: str, stopping: threading.Event) -> int:
     try:
         config = load_config(config_path)
         pipeline = build_pipeline(config)
@@ -97,9 +96,7 @@ def run(config_path: str) -> int:
                     commit_interval_ms=p.commit_interval_ms, max_batch_records=p.max_batch_records,
                     kafka_timeout_s=p.transaction_timeout_ms / 2000,
                     stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes, metrics=metrics)
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: _request_stop(stopping, signum))
+    threading.Thread(target=_log_stop_request, args=(stopping,), daemon=True).start()
     if config.metrics.enabled:
         server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
                               healthy=lambda: not stopping.is_set(), ready=engine.ready.is_set)
@@ -121,7 +118,7 @@ def run(config_path: str) -> int:
     return code
 
 
-def _request_stop(stopping: threading.Event, signum: int) -> None:
-    log.info("%s received: finishing the open transaction", signal.Signals(signum).name)
-    stopping.set()
+def _log_stop_request(stopping: threading.Event) -> None:
+    stopping.wait()
+    log.info("stop requested: finishing the open transaction")
 

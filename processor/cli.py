@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
-from processor import app
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT set the returned event; installed before the heavy imports, so a
+    signal during start-up also ends in a clean stop."""
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stopping.set())
+    return stopping
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--connect", action="store_true",
                        help="also check that the brokers answer and the topics exist")
     args = parser.parse_args(argv)
+    stopping = _stop_on_signals() if args.command == "run" else threading.Event()
+    from processor import app  # noqa: PLC0415 - after the signal handlers, see _stop_on_signals
+
     if args.command == "run":
-        return app.run(args.config)
+        return app.run(args.config, stopping)
     problems = app.check(args.config, args.connect)
     for problem in problems:
         print(problem, file=sys.stderr)

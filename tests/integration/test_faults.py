@@ -1,0 +1,96 @@
+"""Crashes, zombies and rebalances: read_committed output stays exactly once."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from examples.orders import make_samples
+from localkafka.clients import committed_offsets, produce, wait_for
+from tests.verify import verify
+
+pytestmark = pytest.mark.kafka
+
+
+def committed_total(p) -> int:
+    return sum(max(o, 0) for o in committed_offsets(p.bootstrap, p.app_id, p.input).values())
+
+
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors):
+    p = pipe(partitions=3)
+    samples = make_samples(50_000, poison_per_kind=0.005, seed=4)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    rng = random.Random(4)
+    kills = 0
+    for _ in range(5):
+        before = committed_total(p)
+        proc = processors(p.config, "crashy")
+        # kill once this incarnation has committed something, a random moment later
+        wait_for(lambda: committed_total(p) > before or not proc.running(), 120, "progress")
+        wait_for(lambda: rng.random() < 0.3, 5, "a random moment", interval=0.05)
+        if p.committed_all():
+            proc.terminate()
+            break
+        proc.kill()
+        kills += 1
+    final = processors(p.config, "crashy")
+    wait_for(lambda: not final.running() or p.committed_all(), 180, "all inputs committed")
+    assert final.terminate() == 0, final.log()[-3000:]
+
+    assert kills >= 3, "the stream ended before enough crashes: make it longer"
+    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    assert verdict.ok, verdict
+
+
+def produce_slowly(p, samples, chunks: int, stop: threading.Event) -> threading.Thread:
+    """Feed the input in chunks, so the processors work on a live stream."""
+    size = -(-len(samples) // chunks)
+
+    def feed():
+        for i in range(0, len(samples), size):
+            produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples[i:i + size]])
+            if stop.wait(0.25):
+                return
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors):
+    p = pipe(partitions=3)
+    samples = make_samples(20_000, poison_per_kind=0.005, seed=5)
+    stop = threading.Event()
+    feeder = produce_slowly(p, samples, chunks=40, stop=stop)
+    first = processors(p.config, "same-id")
+    wait_for(lambda: committed_total(p) > 0, 60, "the first instance committing")
+    second = processors(p.config, "same-id")
+
+    assert first.proc.wait(120) != 0
+    assert "fenced" in first.log().lower() or "fatal" in first.log().lower(), first.log()[-2000:]
+    feeder.join(120)
+    wait_for(lambda: not second.running() or p.committed_all(), 180, "all inputs committed")
+    assert second.terminate() == 0, second.log()[-3000:]
+    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    assert verdict.ok, verdict
+
+
+def test_instances_joining_and_leaving_mid_stream(pipe, processors):
+    p = pipe(partitions=4)
+    samples = make_samples(30_000, poison_per_kind=0.005, seed=6)
+    stop = threading.Event()
+    feeder = produce_slowly(p, samples, chunks=60, stop=stop)
+    first = processors(p.config, "a")
+    wait_for(lambda: committed_total(p) > 2_000, 60, "the first instance committing")
+    second = processors(p.config, "b")
+    wait_for(lambda: committed_total(p) > 12_000, 120, "both instances committing")
+    assert first.terminate() == 0, first.log()[-3000:]
+    feeder.join(120)
+    wait_for(lambda: not second.running() or p.committed_all(), 180, "all inputs committed")
+    assert second.terminate() == 0, second.log()[-3000:]
+
+    assert "assigned" in second.log()
+    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    assert verdict.ok, verdict
