@@ -109,8 +109,12 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 30.0) -> dict[int, int]:
-    """The group's committed offsets (negative where none), retrying while the coordinator moves."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    """The group's committed offsets (negative where none), retrying while the coordinator moves.
+
+    read_uncommitted, so the fetch does not wait (require_stable) for a pending transactional
+    offset commit, such as a killed instance's; it returns the last committed offsets."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "isolation.level": "read_uncommitted"})
     deadline = time.monotonic() + timeout
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics[topic]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
-from fastavro.validation import validate
+from fastavro.validation import ValidationError, validate
 
 from processor.config import CodecConfig
 
@@ -100,7 +100,10 @@ class AvroCodec:
     def encode(self, value: Any) -> bytes | None:
         if value is None:
             return None
-        validate(value, self.schema, raise_errors=True)
+        try:
+            validate(value, self.schema, raise_errors=True)
+        except ValidationError as exc:
+            raise CodecError("; ".join(exc.errors) or "does not match the schema") from None
         buffer = io.BytesIO()
         buffer.write(self._prefix)
         fastavro.schemaless_writer(buffer, self.schema, value, strict=True)

@@ -164,6 +164,10 @@ class Engine:
         self.txn = None
         self.metrics.committed(txn.consumed, txn.produced, txn.dead_lettered, txn.inputs,
                                self.clock() - began)
+        for tp in offsets:  # watermarks cached from fetch responses: no request to the broker
+            high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+            if high >= 0:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
     def _abort(self, rewind: bool = True) -> None:
         txn, self.txn = self.txn, None

@@ -16,7 +16,8 @@ FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
 def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: str,
                  dead_letter_topic: str, app_id: str, transform: str = "examples.enrich:transform",
-                 value_format: str = "avro", processing: dict | None = None) -> Path:
+                 value_format: str = "avro", processing: dict | None = None,
+                 metrics_port: int | None = None) -> Path:
     def codec(schema: str) -> dict:
         return ({"format": "avro", "schema": str(ROOT / "schemas" / schema)}
                 if value_format == "avro" else {"format": value_format})
@@ -30,7 +31,8 @@ def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: 
         "dead_letter": {"topic": dead_letter_topic},
         "transform": transform,
         "processing": processing or {},
-        "metrics": {"enabled": False},
+        "metrics": ({"enabled": False} if metrics_port is None
+                    else {"host": "127.0.0.1", "port": metrics_port}),
         "logging": {"level": "INFO", "format": "json"},
     }
     path.write_text(yaml.safe_dump(config))

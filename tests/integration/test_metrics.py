@@ -1,0 +1,55 @@
+"""/metrics during a real run counts what was committed; /healthz and /readyz answer."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from examples.orders import make_samples
+from localkafka import free_port
+from localkafka.clients import produce, wait_for
+
+pytestmark = pytest.mark.kafka
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def samples_of(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_scraped_counters_equal_what_was_committed(pipe, processors):
+    port = free_port()
+    p = pipe(partitions=2, metrics_port=port)
+    samples = make_samples(4_000, poison_per_kind=0.01, seed=8)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    proc = processors(p.config, "m1")
+    wait_for(lambda: get(port, "/healthz")[0] == 200, 30, "/healthz answering")
+    wait_for(lambda: get(port, "/readyz")[0] == 200, 60, "/readyz ready")
+    wait_for(lambda: p.committed_all(), 120, "all inputs committed")
+
+    values = samples_of(get(port, "/metrics")[1])
+    assert proc.terminate() == 0
+    good = sum(1 for s in samples if s.stage is None)
+    assert values[("processor_records_consumed_total", (("topic", p.input),))] == len(samples)
+    assert values[("processor_records_produced_total", (("topic", p.output),))] == good
+    dead = {labels: v for (name, labels), v in values.items()
+            if name == "processor_records_dead_lettered_total"}
+    for stage in ("deserialize", "transform", "serialize"):
+        expected = sum(1 for s in samples if s.stage == stage)
+        assert dead[(("stage", stage), ("topic", p.input))] == expected
+    assert values[("processor_transactions_total", (("outcome", "committed"),))] >= 1
+    lags = [v for (name, _), v in values.items() if name == "processor_consumer_lag"]
+    assert lags and all(v == 0 for v in lags)

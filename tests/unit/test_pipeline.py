@@ -1,0 +1,71 @@
+"""What a transform returns becomes the right encoded outputs; what it raises, a Failure."""
+
+from __future__ import annotations
+
+from processor.codecs import JsonCodec, StringCodec
+from processor.deadletter import Failure, dead_letter_headers
+from processor.pipeline import Pipeline
+from processor.transform import Output, Poison
+from tests.messages import message
+
+
+def pipeline(transform, reuse_input_key=True) -> Pipeline:
+    return Pipeline("app", transform, StringCodec(), JsonCodec(), "out", StringCodec(), JsonCodec(),
+                    reuse_input_key)
+
+
+MSG = message("in", 2, 41, b"k1", b'{"n": 1}', headers=[("h", b"v")])
+
+
+def test_plain_value_keeps_key_and_headers():
+    [out] = pipeline(lambda r: {"n": r.value["n"] + 1}).process(MSG)
+    assert (out.topic, out.key, out.value, out.headers) == ("out", b"k1", b'{"n":2}', [("h", b"v")])
+
+
+def test_none_drops_and_iterables_fan_out():
+    assert pipeline(lambda r: None).process(MSG) == []
+    outs = pipeline(lambda r: (Output(i, key=f"k{i}", topic="t2", headers=[]) for i in range(3))).process(MSG)
+    assert [(o.topic, o.key, o.value, o.headers) for o in outs] == [
+        ("t2", b"k0", b"0", None), ("t2", b"k1", b"1", None), ("t2", b"k2", b"2", None)]
+
+
+def test_record_fields_and_idempotency_key():
+    seen = []
+    pipeline(seen.append).process(MSG)
+    [record] = seen
+    assert (record.key, record.value, record.topic, record.partition, record.offset) == ("k1", {"n": 1}, "in", 2, 41)
+    assert record.idempotency_key == "app:in:2:41"
+    assert record.timestamp == 1_790_000_000_000
+
+
+def test_input_key_is_re_encoded_when_formats_differ():
+    [out] = pipeline(lambda r: 1, reuse_input_key=False).process(MSG)
+    assert out.key == b"k1"
+
+
+def test_failures_carry_their_stage():
+    def refuse(record):
+        raise Poison("no")
+
+    assert pipeline(refuse).process(MSG).stage == "transform"
+    assert pipeline(lambda r: 1).process(message("in", 0, 0, b"\xff", b"1")).stage == "deserialize"
+    assert pipeline(lambda r: object()).process(MSG).stage == "serialize"
+    assert pipeline(lambda r: [1, 2]).process(MSG).stage == "transform"  # a list must hold Outputs
+
+
+def test_dead_letter_headers_and_bounded_stacktrace():
+    def deep(n):
+        if n == 0:
+            raise ValueError("boom " * 50)
+        deep(n - 1)
+
+    failure = pipeline(lambda r: deep(100)).process(MSG)
+    assert isinstance(failure, Failure)
+    headers = dead_letter_headers(MSG, failure, "app", stacktrace_max_bytes=500)
+    names = [name for name, _ in headers]
+    assert names[0] == "h"
+    values = dict(headers)
+    assert values["__processor.errors.offset"] == b"41"
+    assert values["__processor.errors.exception"] == b"ValueError"
+    assert len(values["__processor.errors.stacktrace"]) == 500
+    assert values["__processor.errors.stacktrace"].endswith(b"boom \n")
