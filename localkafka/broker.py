@@ -265,6 +265,6 @@ class LocalBroker:
         if hard:
             self.kill()
             time.sleep(SESSION_TIMEOUT_MS / 1000 + 1)  # let the controller fence the dead broker
-        else:
-            self._signal("broker", signal.SIGTERM, timeout)
+        elif not self._signal("broker", signal.SIGTERM, timeout):
+            self.kill()
         return self.start(timeout)

@@ -29,8 +29,14 @@ def pid_alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     try:
-        states = [Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                  for t in os.listdir(f"/proc/{pid}/task")]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
-    return any(state != "Z" for state in states)
+    for task in tasks:  # threads come and go while a JVM shuts down: skip vanished ones
+        try:
+            state = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            return True
+    return False

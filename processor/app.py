@@ -19,6 +19,7 @@ from processor.metrics import Metrics
 from processor.pipeline import Pipeline
 from processor.server import start_server
 from processor.transform import TransformLoadError, load_transform
+from processor.txproducer import Reachability, TransactionalProducer
 
 log = logging.getLogger("processor")
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
@@ -89,12 +90,13 @@ def run(config_path: str, stopping: threading.Event) -> int:
     metrics = Metrics()
     kafka_log = logging.getLogger("librdkafka")
     consumer = Consumer({**consumer_settings(config), "logger": kafka_log})
-    producer = Producer({**producer_settings(config), "logger": kafka_log})
     p = config.processing
-    engine = Engine(consumer, producer, pipeline, topics=config.input.topics,
+    txp = TransactionalProducer(lambda: Producer({**producer_settings(config), "logger": kafka_log}),
+                                call_timeout_s=p.transaction_timeout_ms / 2000,
+                                reachability=Reachability(config.kafka.unreachable_timeout_ms / 1000))
+    engine = Engine(consumer, txp, pipeline, topics=config.input.topics,
                     dead_letter_topic=config.dead_letter.topic, app_id=config.app_id,
                     commit_interval_ms=p.commit_interval_ms, max_batch_records=p.max_batch_records,
-                    kafka_timeout_s=p.transaction_timeout_ms / 2000,
                     stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes, metrics=metrics)
     threading.Thread(target=_log_stop_request, args=(stopping,), daemon=True).start()
     if config.metrics.enabled:

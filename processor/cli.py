@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 import threading
@@ -14,6 +15,7 @@ def _stop_on_signals() -> threading.Event:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stopping.set())
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on demand, for operators
     return stopping
 
 

@@ -103,7 +103,7 @@ class AvroCodec:
         try:
             validate(value, self.schema, raise_errors=True)
         except ValidationError as exc:
-            raise CodecError("; ".join(exc.errors) or "does not match the schema") from None
+            raise CodecError("; ".join(map(str, exc.errors)) or "does not match the schema") from None
         buffer = io.BytesIO()
         buffer.write(self._prefix)
         fastavro.schemaless_writer(buffer, self.schema, value, strict=True)

@@ -81,6 +81,7 @@ class KafkaConfig(Strict):
     ssl: SslConfig | None = None
     consumer: dict[str, RawValue] = {}
     producer: dict[str, RawValue] = {}
+    unreachable_timeout_ms: int = Field(default=120_000, ge=1000)
 
     @model_validator(mode="after")
     def _sasl_when_needed(self) -> KafkaConfig:

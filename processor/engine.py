@@ -13,20 +13,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processor.deadletter import Failure, dead_letter_headers
-from processor.kafka import FatalError, is_fenced, kafka_error
+from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
 from processor.pipeline import Encoded, Pipeline
+from processor.txproducer import AbortTransaction, TransactionalProducer
 
 log = logging.getLogger("processor.engine")
 CONSUME_BATCH = 1000
 IDLE_POLL_SECONDS = 0.5
-
-
-class AbortTransaction(Exception):
-    """The open transaction cannot commit: abort it and process its records again."""
+PROBE_SECONDS = 2.0
+CLOSE_SECONDS = 30.0
+_UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+                KafkaError._RESOLVE}
 
 
 class Transaction:
@@ -53,18 +54,17 @@ class Transaction:
 
 
 class Engine:
-    def __init__(self, consumer: Consumer, producer: Producer, pipeline: Pipeline, *,
+    def __init__(self, consumer: Consumer, producer: TransactionalProducer, pipeline: Pipeline, *,
                  topics: list[str], dead_letter_topic: str, app_id: str,
-                 commit_interval_ms: int, max_batch_records: int, kafka_timeout_s: float,
-                 stacktrace_max_bytes: int, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic):
-        self.consumer, self.producer, self.pipeline = consumer, producer, pipeline
+                 commit_interval_ms: int, max_batch_records: int, stacktrace_max_bytes: int,
+                 metrics: Metrics, clock: Callable[[], float] = time.monotonic):
+        self.consumer, self.txp, self.pipeline = consumer, producer, pipeline
+        self.reachability = producer.reachability
         self.topics = topics
         self.dead_letter_topic = dead_letter_topic
         self.app_id = app_id
         self.commit_interval = commit_interval_ms / 1000
         self.max_batch = max_batch_records
-        self.timeout = kafka_timeout_s
         self.stacktrace_max_bytes = stacktrace_max_bytes
         self.metrics = metrics
         self.clock = clock
@@ -76,7 +76,7 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------
     def run(self, stopping: threading.Event) -> None:
         """Process until `stopping` is set, then settle the open transaction and leave the group."""
-        self._call(self.producer.init_transactions, self.timeout)
+        self.txp.init()
         self.consumer.subscribe(self.topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
@@ -89,7 +89,7 @@ class Engine:
             raise
         finally:
             self.ready.clear()
-            self.consumer.close()
+            _bounded(self.consumer.close, CLOSE_SECONDS)
 
     def _step(self) -> None:
         if self.txn is None:
@@ -99,6 +99,10 @@ class Engine:
             room = min(CONSUME_BATCH, self.max_batch - self.txn.inputs)
         messages = self.consumer.consume(room, wait)
         self._raise_callback_error()
+        if messages:
+            self.reachability.answered()
+        elif self.reachability.probe_due(PROBE_SECONDS):
+            self._probe()
         try:
             for msg in messages:
                 if msg.error():
@@ -117,7 +121,7 @@ class Engine:
     # -- per record ------------------------------------------------------------------------
     def _process(self, msg: Message) -> None:
         if self.txn is None:
-            self._call(self.producer.begin_transaction)
+            self.txp.begin()
             self.txn = Transaction(self.clock() + self.commit_interval)
         result = self.pipeline.process(msg)
         if isinstance(result, Failure):
@@ -137,10 +141,11 @@ class Engine:
     def _produce(self, out: Encoded) -> None:
         while True:
             try:
-                self.producer.produce(out.topic, out.value, out.key, headers=out.headers)
+                self.txp.producer.produce(out.topic, out.value, out.key, headers=out.headers)
                 return
-            except BufferError:
-                self.producer.poll(0.05)
+            except BufferError:  # the queue is full: wait for deliveries, within the bound
+                self.reachability.failed("the producer queue stays full")
+                self.txp.producer.poll(0.05)
 
     def _dead_letter(self, msg: Message, failure: Failure) -> None:
         log.warning("dead-lettering record at %s [%d] @%d: %s: %s", msg.topic(), msg.partition(),
@@ -158,9 +163,7 @@ class Engine:
         txn = self.txn
         began = self.clock()
         offsets = [TopicPartition(t, p, o) for (t, p), o in txn.next_offsets.items()]
-        self._call(self.producer.send_offsets_to_transaction, offsets,
-                   self.consumer.consumer_group_metadata(), self.timeout)
-        self._call(self.producer.commit_transaction, self.timeout)
+        self.txp.commit(offsets, self.consumer.consumer_group_metadata())
         self.txn = None
         self.metrics.committed(txn.consumed, txn.produced, txn.dead_lettered, txn.inputs,
                                self.clock() - began)
@@ -173,7 +176,7 @@ class Engine:
         txn, self.txn = self.txn, None
         if txn is None:
             return
-        self._call(self.producer.abort_transaction, self.timeout, abortable=False)
+        self.txp.abort()
         self.metrics.aborted()
         if rewind:
             for (topic, partition), offset in txn.first_offsets.items():
@@ -187,29 +190,22 @@ class Engine:
             log.warning("could not commit, aborting: %s", exc)
             self._abort(rewind=False)
 
-    def _call(self, fn, *args, abortable: bool = True):
-        """Call a transactional producer method, classifying its errors as librdkafka says."""
-        deadline = self.clock() + self.timeout
-        while True:
-            try:
-                return fn(*args)
-            except KafkaException as exc:
-                error = kafka_error(exc)
-                if error.fatal() or is_fenced(error):
-                    raise FatalError(f"{fn.__name__} failed fatally: {error.str()}") from exc
-                if error.retriable() and self.clock() < deadline:
-                    log.info("%s: %s; retrying", fn.__name__, error.str())
-                    time.sleep(0.1)
-                    continue
-                if error.txn_requires_abort() and abortable:
-                    raise AbortTransaction(f"{fn.__name__}: {error.str()}") from exc
-                raise FatalError(f"{fn.__name__} failed: {error.str()}") from exc
-
     # -- consumer events -------------------------------------------------------------------
     def _consumer_error(self, error: KafkaError) -> None:
         if error.fatal():
             raise FatalError(f"consumer failed fatally: {error.str()}")
+        if error.code() in _UNREACHABLE:
+            self.reachability.failed(f"consumer: {error.str()}")
         log.warning("consumer: %s", error.str())
+
+    def _probe(self) -> None:
+        """While Kafka seems away and no records flow, ask for metadata to learn it is back."""
+        try:
+            self.consumer.list_topics(self.topics[0], timeout=PROBE_SECONDS)
+        except KafkaException as exc:
+            self.reachability.failed(f"metadata request: {kafka_error(exc).str()}")
+        else:
+            self.reachability.answered()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = {(tp.topic, tp.partition) for tp in partitions}
@@ -242,6 +238,15 @@ class Engine:
         if self._callback_error is not None:
             error, self._callback_error = self._callback_error, None
             raise error
+
+
+def _bounded(action: Callable[[], None], seconds: float) -> None:
+    """Run `action` but wait at most `seconds` for it (closing must not hang the exit)."""
+    thread = threading.Thread(target=action, name=action.__name__, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        log.warning("%s did not finish within %.0fs; exiting anyway", action.__name__, seconds)
 
 
 def _names(partitions: list[TopicPartition]) -> str:

@@ -17,14 +17,15 @@ FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: str,
                  dead_letter_topic: str, app_id: str, transform: str = "examples.enrich:transform",
                  value_format: str = "avro", processing: dict | None = None,
-                 metrics_port: int | None = None) -> Path:
+                 metrics_port: int | None = None, unreachable_timeout_ms: int = 120_000) -> Path:
     def codec(schema: str) -> dict:
         return ({"format": "avro", "schema": str(ROOT / "schemas" / schema)}
                 if value_format == "avro" else {"format": value_format})
 
     config = {
         "app_id": app_id,
-        "kafka": {"bootstrap_servers": bootstrap, "consumer": FAST_GROUP},
+        "kafka": {"bootstrap_servers": bootstrap, "consumer": FAST_GROUP,
+                  "unreachable_timeout_ms": unreachable_timeout_ms},
         "input": {"topics": [input_topic], "key": {"format": "string"}, "value": codec("order.avsc")},
         "output": {"topic": output_topic, "key": {"format": "string"},
                    "value": codec("order_enriched.avsc")},

@@ -1,0 +1,146 @@
+"""The transactional producer's calls, bounded in time and classified as librdkafka says.
+
+librdkafka can block in `send_offsets_to_transaction` forever, past its timeout, when the
+group coordinator's broker restarts (librdkafka issues 5456 and 5511). So every call runs in
+a daemon thread while the caller waits and asks for metadata. If Kafka answers those but the
+call stays stuck, the producer is replaced by a new one with the same `transactional.id`:
+its `init_transactions` fences the stuck one and aborts its transaction, and the caller
+processes the transaction's records again. If Kafka does not answer for the unreachable
+bound, `FatalError` ends the process rather than hang silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+
+from processor.kafka import FatalError, is_fenced, kafka_error
+
+log = logging.getLogger("processor.txproducer")
+NUDGE_SECONDS = 2.0
+STUCK_SECONDS = 15.0
+
+
+class AbortTransaction(Exception):
+    """The open transaction cannot commit: abort it and process its records again."""
+
+
+class Reachability:
+    """Since when Kafka has not answered; past the bound, processing gives up (exit 1)."""
+
+    def __init__(self, bound_s: float, clock: Callable[[], float] = time.monotonic):
+        self.bound, self.clock = bound_s, clock
+        self.since: float | None = None
+        self.last_probe = 0.0
+
+    def answered(self) -> None:
+        if self.since is not None:
+            log.info("Kafka answers again after %.1fs", self.clock() - self.since)
+            self.since = None
+
+    def failed(self, what: str) -> None:
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        elif now - self.since > self.bound:
+            raise FatalError(f"Kafka unreachable for {now - self.since:.0f}s "
+                             f"(bound {self.bound:.0f}s); last error: {what}")
+
+    def probe_due(self, every_s: float) -> bool:
+        if self.since is None or self.clock() - self.last_probe < every_s:
+            return False
+        self.last_probe = self.clock()
+        return True
+
+
+class _Call(threading.Thread):
+    def __init__(self, fn: Callable, args: tuple):
+        super().__init__(name=f"kafka-{fn.__name__}", daemon=True)
+        self.fn, self.args = fn, args
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            self.error = exc
+
+
+class TransactionalProducer:
+    def __init__(self, new_producer: Callable[[], Producer], call_timeout_s: float,
+                 reachability: Reachability):
+        self.new_producer = new_producer
+        self.producer = new_producer()
+        self.timeout = call_timeout_s
+        self.reachability = reachability
+        self.stuck: list[Producer] = []  # replaced producers: destroying one would block too
+        self.in_transaction = False
+
+    def init(self) -> None:
+        self._call(self.producer.init_transactions, self.timeout)
+
+    def begin(self) -> None:
+        self._call(self.producer.begin_transaction)
+        self.in_transaction = True
+
+    def commit(self, offsets, group_metadata) -> None:
+        self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout)
+        self._call(self.producer.commit_transaction, self.timeout)
+        self.in_transaction = False
+
+    def abort(self) -> None:
+        if self.in_transaction:
+            self._call(self.producer.abort_transaction, self.timeout, abortable=False)
+            self.in_transaction = False
+
+    def _call(self, fn: Callable, *args, abortable: bool = True) -> Any:
+        while True:
+            call = _Call(fn, args)
+            call.start()
+            call.join(NUDGE_SECONDS)
+            stuck_at = self.reachability.clock() + STUCK_SECONDS
+            while call.is_alive():
+                if self._nudge() and self.reachability.clock() > stuck_at:
+                    self._replace(fn.__name__)
+                    raise AbortTransaction(f"{fn.__name__} was stuck; the producer was replaced")
+                self.reachability.failed(f"{fn.__name__} has not returned")
+                call.join(NUDGE_SECONDS)
+            if call.error is None:
+                self.reachability.answered()
+                return call.result
+            if not isinstance(call.error, KafkaException):
+                raise call.error
+            error = kafka_error(call.error)
+            if error.fatal() or is_fenced(error):
+                raise FatalError(f"{fn.__name__} failed fatally: {error.str()}") from call.error
+            if error.retriable():
+                self.reachability.failed(f"{fn.__name__}: {error.str()}")
+                log.warning("%s: %s; retrying", fn.__name__, error.str())
+                continue
+            if error.txn_requires_abort() and abortable:
+                raise AbortTransaction(f"{fn.__name__}: {error.str()}") from call.error
+            raise FatalError(f"{fn.__name__} failed: {error.str()}") from call.error
+
+    def _nudge(self) -> bool:
+        """A metadata request (it refreshes librdkafka's view of the brokers); True if answered."""
+        self.producer.poll(0)  # serve delivery reports and logs meanwhile
+        try:
+            self.producer.list_topics(timeout=NUDGE_SECONDS)
+        except KafkaException:
+            return False
+        self.reachability.answered()
+        return True
+
+    def _replace(self, stuck_call: str) -> None:
+        log.warning("%s is stuck although Kafka answers: replacing the producer "
+                    "(librdkafka issue 5511)", stuck_call)
+        self.stuck.append(self.producer)
+        self.producer = self.new_producer()
+        self.in_transaction = False
+        self.init()  # fences the stuck producer and aborts its transaction

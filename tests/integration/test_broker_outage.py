@@ -1,0 +1,57 @@
+"""The processor rides out a broker restart, and gives up clearly when the broker stays away."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.orders import make_samples
+from localkafka.clients import committed_offsets, create_topics, produce, unique_name, wait_for
+from tests.conftest import Pipe
+from tests.processes import write_config
+from tests.verify import verify
+
+pytestmark = pytest.mark.kafka
+
+
+def private_pipe(broker, tmp_path, **config) -> Pipe:
+    topics = [unique_name(label) for label in ("in", "out", "dlq")]
+    create_topics(broker.bootstrap, topics, partitions=3)
+    app_id = unique_name("app")
+    path = write_config(tmp_path / "config.yaml", broker.bootstrap, input_topic=topics[0],
+                        output_topic=topics[1], dead_letter_topic=topics[2], app_id=app_id, **config)
+    return Pipe(broker.bootstrap, *topics, app_id, path)
+
+
+def committed_total(p: Pipe) -> int:
+    return sum(max(o, 0) for o in committed_offsets(p.bootstrap, p.app_id, p.input).values())
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["stop-start", "kill-9"])
+def test_survives_a_broker_restart_mid_stream(private_broker, tmp_path, processors, hard):
+    p = private_pipe(private_broker, tmp_path)
+    samples = make_samples(40_000, poison_per_kind=0.005, seed=9)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    proc = processors(p.config, "survivor")
+    wait_for(lambda: committed_total(p) > 5_000, 60, "processing under way")
+
+    private_broker.restart(hard=hard)
+
+    wait_for(lambda: not proc.running() or p.committed_all(), 150, "all inputs committed")
+    assert proc.running(), proc.log()[-3000:]
+    assert proc.terminate() == 0, proc.log()[-3000:]
+    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    assert verdict.ok, verdict
+
+
+def test_exits_non_zero_when_the_broker_stays_away(private_broker, tmp_path, processors):
+    p = private_pipe(private_broker, tmp_path, unreachable_timeout_ms=8000)
+    samples = make_samples(20_000, poison_per_kind=0.0, seed=10)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    proc = processors(p.config, "abandoned")
+    wait_for(lambda: committed_total(p) > 0, 60, "processing under way")
+
+    private_broker.stop()
+
+    code = proc.proc.wait(90)
+    assert code == 1
+    assert "unreachable" in proc.log().splitlines()[-2], proc.log()[-2000:]
