@@ -94,3 +94,22 @@ def test_instances_joining_and_leaving_mid_stream(pipe, processors):
     assert "assigned" in second.log()
     verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
     assert verdict.ok, verdict
+
+
+def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
+    p = pipe(partitions=3)
+    samples = make_samples(30_000, poison_per_kind=0.005, seed=12)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    stops = 0
+    while not p.committed_all():
+        before = committed_total(p)
+        proc = processors(p.config, "graceful")
+        wait_for(lambda: committed_total(p) > before or p.committed_all(), 120, "progress")
+        assert proc.terminate(timeout=30) == 0, proc.log()[-3000:]
+        assert "stopped after" in proc.log().splitlines()[-1]
+        stops += 1
+        assert stops <= 30, "no end in sight"
+
+    assert stops >= 3
+    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    assert verdict.ok, verdict
