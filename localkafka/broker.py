@@ -39,13 +39,17 @@ class BrokerSettings:
     version: str
     cluster_id: str
     pids: dict[str, int] = field(default_factory=dict)
+    sasl_port: int | None = None  # a SASL_PLAINTEXT (SCRAM-SHA-512) listener, when users were given
 
 
 class LocalBroker:
     def __init__(self, data_dir: str | Path, port: int | None = None,
-                 controller_port: int | None = None):
+                 controller_port: int | None = None, scram_users: dict[str, str] | None = None):
+        """`scram_users` (name -> password, set when the data dir is formatted) adds a
+        SASL_PLAINTEXT listener with SCRAM-SHA-512 next to the PLAINTEXT one."""
         self.data_dir = Path(data_dir).resolve()
         self._asked = (port, controller_port)
+        self.scram_users = scram_users or {}
         self.ready_seconds: float | None = None
 
     # -- paths and state -------------------------------------------------------------------
@@ -67,6 +71,13 @@ class LocalBroker:
     @property
     def bootstrap(self) -> str:
         return f"{HOST}:{self.settings().port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        port = self.settings().sasl_port
+        if port is None:
+            raise BrokerError(f"the broker in {self.data_dir} was formatted without SCRAM users")
+        return f"{HOST}:{port}"
 
     def settings(self) -> BrokerSettings:
         if not self.state_file.exists():
@@ -121,9 +132,12 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         s = BrokerSettings(port=port or free_port(), controller_port=cport or free_port(),
-                           version=kafka_version(), cluster_id=cluster_id)
+                           version=kafka_version(), cluster_id=cluster_id,
+                           sasl_port=free_port() if self.scram_users else None)
         self._write_properties(s)
-        self._format("controller", s, "--standalone")
+        scram = [arg for name, password in self.scram_users.items()
+                 for arg in ("-S", f"SCRAM-SHA-512=[name={name},password={password}]")]
+        self._format("controller", s, "--standalone", *scram)
         self._format("broker", s, "--no-initial-controllers")
         self._save(s)
         return s
@@ -159,6 +173,13 @@ class LocalBroker:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
         }
+        if s.sasl_port is not None:
+            broker["listeners"] += f",SASL_PLAINTEXT://{HOST}:{s.sasl_port}"
+            broker["advertised.listeners"] += f",SASL_PLAINTEXT://{HOST}:{s.sasl_port}"
+            broker["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+            broker["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+            common["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
         for node, props in (("controller", controller), ("broker", broker)):
             text = "".join(f"{k}={v}\n" for k, v in {**common, **props}.items())
             self.properties(node).write_text(text)
@@ -170,9 +191,9 @@ class LocalBroker:
             jvm += [f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC"]
         return ["java", *jvm, "-cp", f"{ensure_jars()}/*", main, *args]
 
-    def _format(self, node: str, s: BrokerSettings, mode: str) -> None:
+    def _format(self, node: str, s: BrokerSettings, mode: str, *extra: str) -> None:
         cmd = self._java(f"format-{node}", "kafka.tools.StorageTool", "format", mode,
-                         "-t", s.cluster_id, "-c", str(self.properties(node)))
+                         "-t", s.cluster_id, "-c", str(self.properties(node)), *extra)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise BrokerError(f"formatting the {node} in {self.data_dir} failed:\n"

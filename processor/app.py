@@ -13,10 +13,12 @@ from confluent_kafka.admin import AdminClient
 from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
 from processor.engine import Engine
-from processor.kafka import FatalError, client_settings, consumer_settings, producer_settings
+from processor.kafka import ClientErrors, FatalError, client_settings, consumer_settings, producer_settings
 from processor.logs import setup_logging
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
+from processor.resilience.build import configure as configure_resilience
+from processor.resilience.dependency import REGISTRY
 from processor.server import start_server
 from processor.transform import TransformLoadError, load_transform
 from processor.txproducer import Reachability, TransactionalProducer
@@ -33,9 +35,9 @@ def _codec(config: CodecConfig, path: str, problems: list[Problem]) -> Codec | N
         return None
 
 
-def build_pipeline(config: Config) -> Pipeline:
+def build_pipeline(config: Config, metrics: Metrics | None = None) -> Pipeline:
     """Load the transform and the schemas; every problem found is in the `ConfigError`."""
-    problems: list[Problem] = []
+    problems: list[Problem] = configure_resilience(config, metrics)
     codecs = {f"{side}.{part}": _codec(getattr(getattr(config, side), part), f"{side}.{part}.schema",
                                        problems)
               for side in ("input", "output") for part in ("key", "value")}
@@ -52,17 +54,20 @@ def build_pipeline(config: Config) -> Pipeline:
         raise ConfigError(problems)
     return Pipeline(config.app_id, transform, codecs["input.key"], codecs["input.value"],
                     config.output.topic, codecs["output.key"], codecs["output.value"],
-                    reuse_input_key=config.input.key == config.output.key)
+                    reuse_input_key=config.input.key == config.output.key,
+                    record_deadline_s=config.processing.record_deadline_ms / 1000)
 
 
 def check_connection(config: Config, timeout: float = 15.0) -> list[Problem]:
-    """The brokers answer and every configured topic exists."""
-    admin = AdminClient(client_settings(config))
+    """The brokers answer, accept our credentials, and every configured topic exists."""
+    errors = ClientErrors()
+    admin = AdminClient({**client_settings(config), "error_cb": errors})
     try:
         topics = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
+        reason = errors.fatal or exc.args[0].str()
         return [Problem("kafka.bootstrap_servers",
-                        f"cannot reach the brokers at {config.kafka.bootstrap_servers}: {exc.args[0].str()}")]
+                        f"cannot use the brokers at {config.kafka.bootstrap_servers}: {reason}")]
     wanted = {f"input.topics[{i}]": t for i, t in enumerate(config.input.topics)}
     wanted |= {"output.topic": config.output.topic, "dead_letter.topic": config.dead_letter.topic}
     return [Problem(path, f"topic {name!r} does not exist")
@@ -81,22 +86,26 @@ def check(config_path: str, connect: bool) -> list[Problem]:
 def run(config_path: str, stopping: threading.Event) -> int:
     try:
         config = load_config(config_path)
-        pipeline = build_pipeline(config)
+        metrics = Metrics()
+        pipeline = build_pipeline(config, metrics)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(config.logging.level, config.logging.format, config.app_id)
-    metrics = Metrics()
-    kafka_log = logging.getLogger("librdkafka")
-    consumer = Consumer({**consumer_settings(config), "logger": kafka_log})
+    setup_logging(config.logging.level, config.logging.format, config.app_id, config.secrets())
+    errors = ClientErrors()
+    hooks = {"logger": logging.getLogger("librdkafka"), "error_cb": errors}
+    consumer = Consumer({**consumer_settings(config), **hooks})
     p = config.processing
-    txp = TransactionalProducer(lambda: Producer({**producer_settings(config), "logger": kafka_log}),
+    txp = TransactionalProducer(lambda: Producer({**producer_settings(config), **hooks}),
                                 call_timeout_s=p.transaction_timeout_ms / 2000,
-                                reachability=Reachability(config.kafka.unreachable_timeout_ms / 1000))
+                                reachability=Reachability(config.kafka.unreachable_timeout_ms / 1000,
+                                                          errors))
     engine = Engine(consumer, txp, pipeline, topics=config.input.topics,
                     dead_letter_topic=config.dead_letter.topic, app_id=config.app_id,
                     commit_interval_ms=p.commit_interval_ms, max_batch_records=p.max_batch_records,
+                    concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
+                    seconds_until_probe=REGISTRY.seconds_until_probe,
                     stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes, metrics=metrics)
     threading.Thread(target=_log_stop_request, args=(stopping,), daemon=True).start()
     if config.metrics.enabled:

@@ -113,12 +113,42 @@ class ProcessingConfig(Strict):
     commit_interval_ms: int = Field(default=100, gt=0)
     max_batch_records: int = Field(default=10000, gt=0)
     transaction_timeout_ms: int = Field(default=60000, ge=1000)
+    concurrency: int = Field(default=1, ge=1, le=256)
+    record_deadline_ms: int = Field(default=15000, ge=1)
+    retry_backoff_ms: int = Field(default=1000, ge=0)
 
     @model_validator(mode="after")
-    def _commit_well_within_timeout(self) -> ProcessingConfig:
+    def _well_within_timeout(self) -> ProcessingConfig:
         if self.commit_interval_ms * 2 > self.transaction_timeout_ms:
             raise ValueError("commit_interval_ms must be at most half of transaction_timeout_ms")
+        if self.record_deadline_ms * 2 > self.transaction_timeout_ms:
+            raise ValueError("record_deadline_ms must be at most half of transaction_timeout_ms")
         return self
+
+
+class RetryConfig(Strict):
+    attempts: int = Field(default=5, ge=1)
+    base_delay_ms: int = Field(default=100, ge=0)
+    max_delay_ms: int = Field(default=5000, ge=0)
+    transient: list[Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*[.:][A-Za-z_]\w*$")]] = []
+
+
+class BreakerConfig(Strict):
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    slow_call_ms: int = Field(default=10000, gt=0)
+    slow_call_rate: float = Field(default=1.0, gt=0, le=1)
+    window: int = Field(default=20, ge=1)
+    minimum_calls: int = Field(default=10, ge=1)
+    open_ms: int = Field(default=10000, gt=0)
+    half_open_calls: int = Field(default=3, ge=1)
+
+
+class DependencyConfig(Strict):
+    retry: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    bulkhead: int | None = Field(default=None, ge=1, description="max concurrent calls")
+    rate_limit: float | None = Field(default=None, gt=0, description="calls per second")
+    rate_burst: int = Field(default=1, ge=1)
 
 
 class MetricsConfig(Strict):
@@ -145,6 +175,7 @@ class Config(BaseSettings):
     dead_letter: DeadLetterConfig
     transform: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     processing: ProcessingConfig = ProcessingConfig()
+    resilience: dict[str, DependencyConfig] = {}
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -160,6 +191,12 @@ class Config(BaseSettings):
     @property
     def transactional_id(self) -> str:
         return f"{self.app_id}-{self.instance_id}"
+
+    def secrets(self) -> list[str]:
+        """The secret values of this config, for redaction wherever text leaves the process."""
+        found = [self.kafka.sasl.password if self.kafka.sasl else None,
+                 self.kafka.ssl.key_password if self.kafka.ssl else None]
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
 
 def substitute_env(node: Any, env: dict[str, str], path: str, problems: list[Problem]) -> Any:

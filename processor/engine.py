@@ -12,13 +12,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processor.deadletter import Failure, dead_letter_headers
 from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
-from processor.pipeline import Encoded, Pipeline
+from processor.pipeline import Encoded, Pipeline, RetryLater
 from processor.txproducer import AbortTransaction, TransactionalProducer
 
 log = logging.getLogger("processor.engine")
@@ -28,6 +29,10 @@ PROBE_SECONDS = 2.0
 CLOSE_SECONDS = 30.0
 _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
                 KafkaError._RESOLVE}
+
+
+class RetryLaterError(AbortTransaction):
+    """A record failed transiently: abort, rewind, and pause before trying again."""
 
 
 class Transaction:
@@ -57,7 +62,9 @@ class Engine:
     def __init__(self, consumer: Consumer, producer: TransactionalProducer, pipeline: Pipeline, *,
                  topics: list[str], dead_letter_topic: str, app_id: str,
                  commit_interval_ms: int, max_batch_records: int, stacktrace_max_bytes: int,
-                 metrics: Metrics, clock: Callable[[], float] = time.monotonic):
+                 metrics: Metrics, concurrency: int = 1, retry_backoff_s: float = 1.0,
+                 seconds_until_probe: Callable[[], float] = lambda: 0.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.consumer, self.txp, self.pipeline = consumer, producer, pipeline
         self.reachability = producer.reachability
         self.topics = topics
@@ -69,6 +76,12 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.txn: Transaction | None = None
+        # records of a batch are transformed concurrently; outputs still go out in input order
+        self.executor = ThreadPoolExecutor(concurrency, "transform") if concurrency > 1 else None
+        self.consume_batch = min(CONSUME_BATCH, concurrency * 4) if self.executor else CONSUME_BATCH
+        self.retry_backoff = retry_backoff_s
+        self.seconds_until_probe = seconds_until_probe
+        self.paused_until: float | None = None
         self.assigned: set[tuple[str, int]] = set()
         self._callback_error: BaseException | None = None
         self.ready = threading.Event()
@@ -92,38 +105,49 @@ class Engine:
             _bounded(self.consumer.close, CLOSE_SECONDS)
 
     def _step(self) -> None:
+        if self.paused_until is not None and self.clock() >= self.paused_until:
+            self._resume()
         if self.txn is None:
-            wait, room = IDLE_POLL_SECONDS, CONSUME_BATCH
+            wait, room = IDLE_POLL_SECONDS, self.consume_batch
         else:
             wait = min(max(self.txn.deadline - self.clock(), 0.0), IDLE_POLL_SECONDS)
-            room = min(CONSUME_BATCH, self.max_batch - self.txn.inputs)
+            room = min(self.consume_batch, self.max_batch - self.txn.inputs)
         messages = self.consumer.consume(room, wait)
         self._raise_callback_error()
+        self.reachability.errors.check()
         if messages:
             self.reachability.answered()
         elif self.reachability.probe_due(PROBE_SECONDS):
             self._probe()
+        for msg in messages:
+            if msg.error():
+                self._consumer_error(msg.error())
+        records = [msg for msg in messages if not msg.error()]
+        results = (self.executor.map(self.pipeline.process, records) if self.executor
+                   else map(self.pipeline.process, records))
         try:
-            for msg in messages:
-                if msg.error():
-                    self._consumer_error(msg.error())
-                    continue
-                self._process(msg)
+            for msg, result in zip(records, results):
+                self._process(msg, result)
                 if self.txn.inputs >= self.max_batch or self.clock() >= self.txn.deadline:
                     self._commit()
             if self.txn is not None and self.clock() >= self.txn.deadline:
                 self._commit()
+        except RetryLaterError as exc:
+            log.warning("aborting the transaction to retry its records later: %s", exc)
+            self._abort()
+            self._pause(max(self.seconds_until_probe(), self.retry_backoff))
         except AbortTransaction as exc:
             log.warning("aborting the transaction and processing its records again: %s", exc)
             self._abort()
             # the remaining messages of this batch are fetched again after the rewind
 
     # -- per record ------------------------------------------------------------------------
-    def _process(self, msg: Message) -> None:
+    def _process(self, msg: Message, result: list[Encoded] | Failure | RetryLater) -> None:
+        if isinstance(result, RetryLater):
+            raise RetryLaterError(f"{type(result.error).__name__}: {result.error}")
         if self.txn is None:
             self.txp.begin()
             self.txn = Transaction(self.clock() + self.commit_interval)
-        result = self.pipeline.process(msg)
         if isinstance(result, Failure):
             self._dead_letter(msg, result)
         else:
@@ -207,8 +231,29 @@ class Engine:
         else:
             self.reachability.answered()
 
+    def _pause(self, seconds: float) -> None:
+        """Stop fetching (the group membership holds: consume() goes on) for `seconds`."""
+        self.consumer.pause(self._assigned_partitions())
+        self.paused_until = self.clock() + seconds
+        log.warning("consumption paused for %.1fs", seconds)
+
+    def _resume(self) -> None:
+        still_open = self.seconds_until_probe()
+        if still_open > 0:
+            self.paused_until = self.clock() + still_open
+            return
+        self.consumer.resume(self._assigned_partitions())
+        self.paused_until = None
+        log.info("consumption resumed")
+
+    def _assigned_partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = {(tp.topic, tp.partition) for tp in partitions}
+        if self.paused_until is not None:  # pauses outlive a rebalance
+            consumer.assign(partitions)
+            consumer.pause(partitions)
         self.metrics.rebalances.labels("assigned").inc()
         self.ready.set()
         log.info("assigned %s", _names(partitions))

@@ -20,6 +20,27 @@ class FatalError(Exception):
     """Processing cannot go on in this process (fenced, fatal Kafka error, ...): exit non-zero."""
 
 
+_DENIED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
+           KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+           KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._SSL}
+
+
+class ClientErrors:
+    """librdkafka's client-wide errors (its `error_cb`). librdkafka retries a refused login
+    forever; here a refused login, a denied authorization or a fatal error ends the process."""
+
+    def __init__(self) -> None:
+        self.fatal: str | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.fatal() or error.code() in _DENIED:
+            self.fatal = self.fatal or error.str()
+
+    def check(self) -> None:
+        if self.fatal is not None:
+            raise FatalError(f"Kafka refused this client: {self.fatal}")
+
+
 def client_settings(config: Config) -> dict[str, Any]:
     k = config.kafka
     settings: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers,

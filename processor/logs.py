@@ -31,8 +31,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def setup_logging(level: str, fmt: str, app_id: str) -> None:
+class Redact(logging.Filter):
+    """Replaces secret values in every log line: defence in depth for messages from libraries."""
+
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(level: str, fmt: str, app_id: str, secrets: list[str]) -> None:
     handler = logging.StreamHandler(sys.stdout)
+    if secrets:
+        handler.addFilter(Redact(secrets))
     if fmt == "json":
         handler.setFormatter(JsonFormatter(app_id))
     else:

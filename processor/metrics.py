@@ -34,6 +34,14 @@ class Metrics:
                          ["topic", "partition"], registry=r)
         self.rebalances = Counter("processor_rebalances", "Partition assignment changes",
                                   ["kind"], registry=r)
+        self.retries = Counter("processor_retries", "Retried calls to external dependencies",
+                               registry=r)
+        self.circuit_state = Gauge("processor_circuit_state",
+                                   "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+                                   ["breaker"], registry=r)
+        self.bulkhead_in_flight = Gauge("processor_bulkhead_in_flight",
+                                        "Calls in flight through a bulkhead", ["bulkhead"],
+                                        registry=r)
         self.totals: Tally = Tally()  # for the summary logged at exit
 
     def committed(self, consumed: Tally, produced: Tally, dead_lettered: Tally,

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from processor.codecs import Codec
 from processor.deadletter import Failure
+from processor.resilience.dependency import set_record_deadline
+from processor.resilience.errors import Transient
+from processor.resilience.retry import attempts_of
 from processor.transform import Headers, Output, Record, Transform
+
+
+@dataclass(slots=True)
+class RetryLater:
+    """A transient failure (a dependency down, retries exhausted): not poison, try again."""
+
+    error: Transient
 
 
 @dataclass(slots=True)
@@ -23,15 +34,17 @@ class Encoded:
 class Pipeline:
     def __init__(self, app_id: str, transform: Transform, input_key: Codec, input_value: Codec,
                  output_topic: str, output_key: Codec, output_value: Codec,
-                 reuse_input_key: bool):
+                 reuse_input_key: bool, record_deadline_s: float = 15.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.app_id = app_id
         self.transform = transform
         self.input_key, self.input_value = input_key, input_value
         self.output_topic = output_topic
         self.output_key, self.output_value = output_key, output_value
         self.reuse_input_key = reuse_input_key  # same key format in and out: keep the raw bytes
+        self.record_deadline_s, self.clock = record_deadline_s, clock
 
-    def process(self, msg: Message) -> list[Encoded] | Failure:
+    def process(self, msg: Message) -> list[Encoded] | Failure | RetryLater:
         try:
             key = self.input_key.decode(msg.key())
             value = self.input_value.decode(msg.value())
@@ -43,11 +56,16 @@ class Pipeline:
         record = Record(key, value, headers, topic, partition, offset,
                         None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
                         f"{self.app_id}:{topic}:{partition}:{offset}")
+        set_record_deadline(self.clock() + self.record_deadline_s)
         try:
             result = self.transform(record)
             outputs = self._outputs(result)
+        except Transient as exc:
+            return RetryLater(exc)
         except Exception as exc:
-            return Failure("transform", exc)
+            return Failure("transform", exc, attempts_of(exc))
+        finally:
+            set_record_deadline(None)
         try:
             return [self._encode(out, msg, record) for out in outputs]
         except Exception as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from processor.kafka import FatalError, is_fenced, kafka_error
+from processor.kafka import ClientErrors, FatalError, is_fenced, kafka_error
 
 log = logging.getLogger("processor.txproducer")
 NUDGE_SECONDS = 2.0
@@ -33,8 +33,9 @@ class AbortTransaction(Exception):
 class Reachability:
     """Since when Kafka has not answered; past the bound, processing gives up (exit 1)."""
 
-    def __init__(self, bound_s: float, clock: Callable[[], float] = time.monotonic):
-        self.bound, self.clock = bound_s, clock
+    def __init__(self, bound_s: float, errors: ClientErrors,
+                 clock: Callable[[], float] = time.monotonic):
+        self.bound, self.errors, self.clock = bound_s, errors, clock
         self.since: float | None = None
         self.last_probe = 0.0
 
@@ -44,6 +45,7 @@ class Reachability:
             self.since = None
 
     def failed(self, what: str) -> None:
+        self.errors.check()
         now = self.clock()
         if self.since is None:
             self.since = now

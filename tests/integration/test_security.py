@@ -1,0 +1,68 @@
+"""SASL/SCRAM-SHA-512 against the real broker; a wrong password is a clear, secret-free exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from examples.orders import make_samples
+from localkafka import LocalBroker
+from localkafka.clients import create_topics, produce, unique_name, wait_for
+from tests.conftest import Pipe
+from tests.processes import ROOT, write_config
+from tests.verify import verify
+
+pytestmark = pytest.mark.kafka
+PASSWORD = "Sup3r-s3cret-pw"
+SASL = {"security_protocol": "SASL_PLAINTEXT",
+        "sasl": {"mechanism": "SCRAM-SHA-512", "username": "svc", "password": "${KAFKA_PASSWORD}"}}
+
+
+@pytest.fixture
+def scram_broker(tmp_path_factory):
+    broker = LocalBroker(tmp_path_factory.mktemp("scram-kafka"), scram_users={"svc": PASSWORD})
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def sasl_pipe(broker: LocalBroker, tmp_path, **config) -> Pipe:
+    topics = [unique_name(label) for label in ("in", "out", "dlq")]
+    create_topics(broker.bootstrap, topics, partitions=2)  # admin over the PLAINTEXT listener
+    app_id = unique_name("app")
+    path = write_config(tmp_path / "config.yaml", broker.sasl_bootstrap, input_topic=topics[0],
+                        output_topic=topics[1], dead_letter_topic=topics[2], app_id=app_id,
+                        kafka=SASL, **config)
+    return Pipe(broker.bootstrap, *topics, app_id, path)
+
+
+def test_processes_over_sasl_scram(scram_broker, tmp_path, processors):
+    p = sasl_pipe(scram_broker, tmp_path)
+    samples = make_samples(2_000, poison_per_kind=0.01, seed=13)
+    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    proc = processors(p.config, "sasl", env={"KAFKA_PASSWORD": PASSWORD})
+    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
+    assert proc.terminate() == 0, proc.log()[-3000:]
+    assert verify(p.bootstrap, samples, p.output, p.dead_letter).ok
+    assert PASSWORD not in proc.log()
+
+
+def test_wrong_password_exits_non_zero_with_a_clear_message(scram_broker, tmp_path, processors):
+    p = sasl_pipe(scram_broker, tmp_path)
+    proc = processors(p.config, "sasl", env={"KAFKA_PASSWORD": "not-the-password"})
+    assert proc.proc.wait(90) == 1
+    log = proc.log()
+    assert "Kafka refused this client" in log and "Authentication failed" in log, log[-2000:]
+    assert "not-the-password" not in log
+
+
+def test_check_connect_reports_a_refused_login_without_the_secret(scram_broker, tmp_path):
+    p = sasl_pipe(scram_broker, tmp_path)
+    result = subprocess.run([sys.executable, "-m", "processor", "check", "-c", str(p.config), "--connect"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "KAFKA_PASSWORD": "not-the-password"})
+    assert result.returncode == 2, result
+    assert "kafka.bootstrap_servers" in result.stderr
+    assert "not-the-password" not in result.stdout + result.stderr
