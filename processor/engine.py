@@ -125,21 +125,22 @@ class Engine:
         records = [msg for msg in messages if not msg.error()]
         results = (self.executor.map(self.pipeline.process, records) if self.executor
                    else map(self.pipeline.process, records))
+        uncommitted = 0  # records[uncommitted:] are not committed yet
         try:
-            for msg, result in zip(records, results):
+            for i, (msg, result) in enumerate(zip(records, results)):
                 self._process(msg, result)
                 if self.txn.inputs >= self.max_batch or self.clock() >= self.txn.deadline:
                     self._commit()
+                    uncommitted = i + 1
             if self.txn is not None and self.clock() >= self.txn.deadline:
                 self._commit()
         except RetryLaterError as exc:
             log.warning("aborting the transaction to retry its records later: %s", exc)
-            self._abort()
+            self._abort(records[uncommitted:])
             self._pause(max(self.seconds_until_probe(), self.retry_backoff))
         except AbortTransaction as exc:
             log.warning("aborting the transaction and processing its records again: %s", exc)
-            self._abort()
-            # the remaining messages of this batch are fetched again after the rewind
+            self._abort(records[uncommitted:])
 
     # -- per record ------------------------------------------------------------------------
     def _process(self, msg: Message, result: list[Encoded] | Failure | RetryLater) -> None:
@@ -196,23 +197,31 @@ class Engine:
             if high >= 0:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
-    def _abort(self, rewind: bool = True) -> None:
+    def _abort(self, batch: list[Message] | None = None) -> None:
+        """Abort the open transaction; with `batch`, rewind to the first record that is not
+        committed: the transaction's first, else the batch's first (records consumed but not
+        yet in a transaction must be fetched again too)."""
         txn, self.txn = self.txn, None
-        if txn is None:
+        if txn is not None:
+            self.txp.abort()
+            self.metrics.aborted()
+        if batch is None:
             return
-        self.txp.abort()
-        self.metrics.aborted()
-        if rewind:
-            for (topic, partition), offset in txn.first_offsets.items():
-                if (topic, partition) in self.assigned:
-                    self.consumer.seek(TopicPartition(topic, partition, offset))
+        rewind: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            rewind.setdefault((msg.topic(), msg.partition()), msg.offset())
+        if txn is not None:
+            rewind.update(txn.first_offsets)
+        for (topic, partition), offset in rewind.items():
+            if (topic, partition) in self.assigned:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
 
     def _commit_or_abort(self) -> None:
         try:
             self._commit()
         except AbortTransaction as exc:
             log.warning("could not commit, aborting: %s", exc)
-            self._abort(rewind=False)
+            self._abort()
 
     # -- consumer events -------------------------------------------------------------------
     def _consumer_error(self, error: KafkaError) -> None:
@@ -268,7 +277,7 @@ class Engine:
         self.metrics.rebalances.labels("lost").inc()
         log.warning("lost %s: aborting the open transaction", _names(partitions))
         self.assigned = set()
-        self._guard(lambda: self._abort(rewind=False))
+        self._guard(self._abort)
 
     def _guard(self, action: Callable[[], None]) -> None:
         """Run `action` inside a rebalance callback; its error is raised after consume returns."""

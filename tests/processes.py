@@ -18,7 +18,8 @@ def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: 
                  dead_letter_topic: str, app_id: str, transform: str = "examples.enrich:transform",
                  value_format: str = "avro", processing: dict | None = None,
                  metrics_port: int | None = None, unreachable_timeout_ms: int = 120_000,
-                 kafka: dict | None = None) -> Path:
+                 kafka: dict | None = None, output_value: dict | None = None,
+                 resilience: dict | None = None) -> Path:
     def codec(schema: str) -> dict:
         return ({"format": "avro", "schema": str(ROOT / "schemas" / schema)}
                 if value_format == "avro" else {"format": value_format})
@@ -29,10 +30,11 @@ def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: 
                   "unreachable_timeout_ms": unreachable_timeout_ms, **(kafka or {})},
         "input": {"topics": [input_topic], "key": {"format": "string"}, "value": codec("order.avsc")},
         "output": {"topic": output_topic, "key": {"format": "string"},
-                   "value": codec("order_enriched.avsc")},
+                   "value": output_value or codec("order_enriched.avsc")},
         "dead_letter": {"topic": dead_letter_topic},
         "transform": transform,
         "processing": processing or {},
+        "resilience": resilience or {},
         "metrics": ({"enabled": False} if metrics_port is None
                     else {"host": "127.0.0.1", "port": metrics_port}),
         "logging": {"level": "INFO", "format": "json"},
