@@ -1,0 +1,16 @@
+"""A bounded chaos run in CI; `python -m tests.chaos.harness` runs the long one."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.harness import Chaos
+
+pytestmark = pytest.mark.kafka
+
+
+def test_bounded_chaos_keeps_exactly_once(tmp_path):
+    summary = Chaos(tmp_path, records=40_000, seed=3, faults=10).run()
+    print(summary)
+    assert summary.ok, summary
+    assert sum(summary.faults.values()) >= 5, summary
