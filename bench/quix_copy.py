@@ -1,0 +1,23 @@
+"""Quix Streams with processing_guarantee="exactly-once", copying bytes.
+`python -m bench.quix_copy BOOTSTRAP IN OUT GROUP`."""
+
+from __future__ import annotations
+
+import sys
+
+from quixstreams import Application
+
+
+def main() -> None:
+    bootstrap, source, target, group = sys.argv[1:5]
+    app = Application(broker_address=bootstrap, consumer_group=group,
+                      processing_guarantee="exactly-once", auto_offset_reset="earliest",
+                      auto_create_topics=False, use_changelog_topics=False)
+    input_topic = app.topic(source, value_deserializer="bytes", key_deserializer="bytes")
+    output_topic = app.topic(target, value_serializer="bytes", key_serializer="bytes")
+    app.dataframe(input_topic).to_topic(output_topic)
+    app.run()
+
+
+if __name__ == "__main__":
+    main()
