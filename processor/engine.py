@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -123,8 +124,11 @@ class Engine:
             if msg.error():
                 self._consumer_error(msg.error())
         records = [msg for msg in messages if not msg.error()]
-        results = (self.executor.map(self.pipeline.process, records) if self.executor
-                   else map(self.pipeline.process, records))
+        if self.executor:  # one deadline for the whole batch: it bounds the transaction too
+            deadline = self.clock() + self.pipeline.record_deadline_s
+            results = self.executor.map(partial(self.pipeline.process, deadline=deadline), records)
+        else:  # lazily, one record at a time, so commits fall between records
+            results = map(self.pipeline.process, records)
         uncommitted = 0  # records[uncommitted:] are not committed yet
         try:
             for i, (msg, result) in enumerate(zip(records, results)):

@@ -44,7 +44,9 @@ class Pipeline:
         self.reuse_input_key = reuse_input_key  # same key format in and out: keep the raw bytes
         self.record_deadline_s, self.clock = record_deadline_s, clock
 
-    def process(self, msg: Message) -> list[Encoded] | Failure | RetryLater:
+    def process(self, msg: Message, deadline: float | None = None) -> list[Encoded] | Failure | RetryLater:
+        """`deadline` (monotonic) bounds the record's calls and retries; by default
+        `record_deadline_s` from now."""
         try:
             key = self.input_key.decode(msg.key())
             value = self.input_value.decode(msg.value())
@@ -56,7 +58,7 @@ class Pipeline:
         record = Record(key, value, headers, topic, partition, offset,
                         None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts,
                         f"{self.app_id}:{topic}:{partition}:{offset}")
-        set_record_deadline(self.clock() + self.record_deadline_s)
+        set_record_deadline(deadline if deadline is not None else self.clock() + self.record_deadline_s)
         try:
             result = self.transform(record)
             outputs = self._outputs(result)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from localkafka import LocalBroker
-from localkafka.clients import committed_offsets, create_topics, end_offsets, unique_name
+from localkafka.clients import committed_offsets, create_topics, end_offsets, produce, unique_name, wait_for
 from tests.processes import ProcessorProcess, write_config
+from tests.verify import Verdict, verify
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +78,18 @@ class Pipe:
     def committed_all(self) -> bool:
         ends = end_offsets(self.bootstrap, self.input)
         return committed_offsets(self.bootstrap, self.app_id, self.input) == ends
+
+    def feed(self, samples) -> None:
+        produce(self.bootstrap, self.input, [(s.key, s.value) for s in samples])
+
+    def drain(self, proc: ProcessorProcess, timeout: float = 180) -> None:
+        """Wait until every input is committed, then SIGTERM `proc`: it must exit 0."""
+        wait_for(lambda: not proc.running() or self.committed_all(), timeout, "all inputs committed")
+        code = proc.terminate()
+        assert code == 0, proc.log()[-3000:]
+
+    def verify(self, samples) -> Verdict:
+        return verify(self.bootstrap, samples, self.output, self.dead_letter)
 
 
 @pytest.fixture

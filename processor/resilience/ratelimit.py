@@ -33,6 +33,6 @@ class RateLimiter:
         if wait and self.clock() + wait > deadline:
             with self.lock:
                 self.tokens += 1  # give the reservation back
-            raise Transient(f"rate limit: no call slot before the record's deadline", wait)
+            raise Transient("rate limit: no call slot before the record's deadline", wait)
         if wait:
             self.sleep(wait)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from examples.orders import make_samples
-from localkafka.clients import committed_offsets, create_topics, produce, unique_name, wait_for
+from localkafka.clients import committed_offsets, create_topics, unique_name, wait_for
 from tests.conftest import Pipe
 from tests.processes import write_config
-from tests.verify import verify
 
 pytestmark = pytest.mark.kafka
 
@@ -30,7 +29,7 @@ def committed_total(p: Pipe) -> int:
 def test_survives_a_broker_restart_mid_stream(private_broker, tmp_path, processors, hard):
     p = private_pipe(private_broker, tmp_path)
     samples = make_samples(40_000, poison_per_kind=0.005, seed=9)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     proc = processors(p.config, "survivor")
     wait_for(lambda: committed_total(p) > 5_000, 60, "processing under way")
 
@@ -39,14 +38,14 @@ def test_survives_a_broker_restart_mid_stream(private_broker, tmp_path, processo
     wait_for(lambda: not proc.running() or p.committed_all(), 150, "all inputs committed")
     assert proc.running(), proc.log()[-3000:]
     assert proc.terminate() == 0, proc.log()[-3000:]
-    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    verdict = p.verify(samples)
     assert verdict.ok, verdict
 
 
 def test_exits_non_zero_when_the_broker_stays_away(private_broker, tmp_path, processors):
     p = private_pipe(private_broker, tmp_path, unreachable_timeout_ms=8000)
     samples = make_samples(20_000, poison_per_kind=0.0, seed=10)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     proc = processors(p.config, "abandoned")
     wait_for(lambda: committed_total(p) > 0, 60, "processing under way")
 

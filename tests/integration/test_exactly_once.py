@@ -9,8 +9,8 @@ import fastavro
 import pytest
 
 from examples.orders import make_samples
-from localkafka.clients import produce, read_all, wait_for
-from tests.verify import ENRICHED, verify
+from localkafka.clients import produce, read_all
+from tests.verify import ENRICHED
 
 pytestmark = pytest.mark.kafka
 
@@ -18,13 +18,12 @@ pytestmark = pytest.mark.kafka
 def test_outputs_and_dead_letters_exactly_once(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(10_000, poison_per_kind=0.02, seed=1)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     proc = processors(p.config, "i1")
 
-    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
-    assert proc.terminate() == 0, proc.log()[-3000:]
+    p.drain(proc, 120)
 
-    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    verdict = p.verify(samples)
     assert verdict.ok, verdict
     assert len(verdict.dead_letters) == sum(1 for s in samples if s.stage)
     assert {s.kind for s in samples} == {"good", "garbage", "wrong_schema", "refused", "overflow"}
@@ -36,8 +35,7 @@ def test_dead_letter_records_carry_the_original_and_the_error(pipe, processors):
     produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples],
             headers=[("trace-id", b"abc")])
     proc = processors(p.config, "i1")
-    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
-    assert proc.terminate() == 0
+    p.drain(proc, 120)
 
     inputs = {r.key: r for r in read_all(p.bootstrap, p.input)}
     by_id = {s.key: s for s in samples}
@@ -67,10 +65,9 @@ def test_dead_letter_records_carry_the_original_and_the_error(pipe, processors):
 def test_outputs_keep_each_input_partitions_order(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(3_000, poison_per_kind=0.0, seed=3)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     proc = processors(p.config, "i1")
-    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
-    assert proc.terminate() == 0
+    p.drain(proc, 120)
 
     offsets_seen = defaultdict(list)
     for record in read_all(p.bootstrap, p.output):

@@ -8,8 +8,7 @@ import threading
 import pytest
 
 from examples.orders import make_samples
-from localkafka.clients import committed_offsets, produce, wait_for
-from tests.verify import verify
+from localkafka.clients import committed_offsets, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -21,7 +20,7 @@ def committed_total(p) -> int:
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(50_000, poison_per_kind=0.005, seed=4)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     rng = random.Random(4)
     kills = 0
     for _ in range(5):
@@ -36,11 +35,10 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors)
         proc.kill()
         kills += 1
     final = processors(p.config, "crashy")
-    wait_for(lambda: not final.running() or p.committed_all(), 180, "all inputs committed")
-    assert final.terminate() == 0, final.log()[-3000:]
+    p.drain(final, 180)
 
     assert kills >= 3, "the stream ended before enough crashes: make it longer"
-    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    verdict = p.verify(samples)
     assert verdict.ok, verdict
 
 
@@ -50,7 +48,7 @@ def produce_slowly(p, samples, chunks: int, stop: threading.Event) -> threading.
 
     def feed():
         for i in range(0, len(samples), size):
-            produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples[i:i + size]])
+            p.feed(samples[i:i + size])
             if stop.wait(0.25):
                 return
 
@@ -71,9 +69,8 @@ def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors):
     assert first.proc.wait(120) != 0
     assert "fenced" in first.log().lower() or "fatal" in first.log().lower(), first.log()[-2000:]
     feeder.join(120)
-    wait_for(lambda: not second.running() or p.committed_all(), 180, "all inputs committed")
-    assert second.terminate() == 0, second.log()[-3000:]
-    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    p.drain(second, 180)
+    verdict = p.verify(samples)
     assert verdict.ok, verdict
 
 
@@ -88,18 +85,17 @@ def test_instances_joining_and_leaving_mid_stream(pipe, processors):
     wait_for(lambda: committed_total(p) > 12_000, 120, "both instances committing")
     assert first.terminate() == 0, first.log()[-3000:]
     feeder.join(120)
-    wait_for(lambda: not second.running() or p.committed_all(), 180, "all inputs committed")
-    assert second.terminate() == 0, second.log()[-3000:]
+    p.drain(second, 180)
 
     assert "assigned" in second.log()
-    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    verdict = p.verify(samples)
     assert verdict.ok, verdict
 
 
 def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(30_000, poison_per_kind=0.005, seed=12)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     stops = 0
     while not p.committed_all():
         before = committed_total(p)
@@ -111,5 +107,5 @@ def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
         assert stops <= 30, "no end in sight"
 
     assert stops >= 3
-    verdict = verify(p.bootstrap, samples, p.output, p.dead_letter)
+    verdict = p.verify(samples)
     assert verdict.ok, verdict

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from examples.orders import make_samples
 from localkafka import free_port
-from localkafka.clients import produce, wait_for
+from localkafka.clients import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -34,7 +34,7 @@ def test_scraped_counters_equal_what_was_committed(pipe, processors):
     port = free_port()
     p = pipe(partitions=2, metrics_port=port)
     samples = make_samples(4_000, poison_per_kind=0.01, seed=8)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     proc = processors(p.config, "m1")
     wait_for(lambda: get(port, "/healthz")[0] == 200, 30, "/healthz answering")
     wait_for(lambda: get(port, "/readyz")[0] == 200, 60, "/readyz ready")

@@ -9,10 +9,9 @@ import pytest
 
 from examples.orders import make_samples
 from localkafka import LocalBroker
-from localkafka.clients import create_topics, produce, unique_name, wait_for
+from localkafka.clients import create_topics, unique_name
 from tests.conftest import Pipe
 from tests.processes import ROOT, write_config
-from tests.verify import verify
 
 pytestmark = pytest.mark.kafka
 PASSWORD = "Sup3r-s3cret-pw"
@@ -41,11 +40,10 @@ def sasl_pipe(broker: LocalBroker, tmp_path, **config) -> Pipe:
 def test_processes_over_sasl_scram(scram_broker, tmp_path, processors):
     p = sasl_pipe(scram_broker, tmp_path)
     samples = make_samples(2_000, poison_per_kind=0.01, seed=13)
-    produce(p.bootstrap, p.input, [(s.key, s.value) for s in samples])
+    p.feed(samples)
     proc = processors(p.config, "sasl", env={"KAFKA_PASSWORD": PASSWORD})
-    wait_for(lambda: not proc.running() or p.committed_all(), 120, "all inputs committed")
-    assert proc.terminate() == 0, proc.log()[-3000:]
-    assert verify(p.bootstrap, samples, p.output, p.dead_letter).ok
+    p.drain(proc, 120)
+    assert p.verify(samples).ok
     assert PASSWORD not in proc.log()
 
 
