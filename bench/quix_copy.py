@@ -12,6 +12,7 @@ def main() -> None:
     bootstrap, source, target, group = sys.argv[1:5]
     app = Application(broker_address=bootstrap, consumer_group=group,
                       processing_guarantee="exactly-once", auto_offset_reset="earliest",
+                      commit_interval=0.1,  # as Kafka Streams under EOS and this processor
                       auto_create_topics=False, use_changelog_topics=False)
     input_topic = app.topic(source, value_deserializer="bytes", key_deserializer="bytes")
     output_topic = app.topic(target, value_serializer="bytes", key_serializer="bytes")

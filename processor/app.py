@@ -55,7 +55,8 @@ def build_pipeline(config: Config, metrics: Metrics | None = None) -> Pipeline:
     return Pipeline(config.app_id, transform, codecs["input.key"], codecs["input.value"],
                     config.output.topic, codecs["output.key"], codecs["output.value"],
                     reuse_input_key=config.input.key == config.output.key,
-                    record_deadline_s=config.processing.record_deadline_ms / 1000)
+                    record_deadline_s=config.processing.record_deadline_ms / 1000,
+                    uses_deadlines=bool(config.resilience))
 
 
 def check_connection(config: Config, timeout: float = 15.0) -> list[Problem]:

@@ -39,7 +39,7 @@ class RetryLaterError(AbortTransaction):
 class Transaction:
     """What the open transaction holds: offsets to commit, where to rewind, what to count."""
 
-    __slots__ = ("deadline", "inputs", "next_offsets", "first_offsets", "consumed", "produced",
+    __slots__ = ("deadline", "inputs", "next_offsets", "first_offsets", "counts", "produced",
                  "dead_lettered")
 
     def __init__(self, deadline: float):
@@ -47,16 +47,27 @@ class Transaction:
         self.inputs = 0
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.first_offsets: dict[tuple[str, int], int] = {}
-        self.consumed: Counter = Counter()
+        self.counts: dict[tuple[str, int], int] = {}  # inputs per partition
         self.produced: Counter = Counter()
         self.dead_lettered: Counter = Counter()
 
     def track(self, msg: Message) -> None:
+        offset = msg.offset()
         tp = (msg.topic(), msg.partition())
-        if tp not in self.first_offsets:
-            self.first_offsets[tp] = msg.offset()
-        self.next_offsets[tp] = msg.offset() + 1
+        count = self.counts.get(tp)
+        if count is None:
+            self.first_offsets[tp] = offset
+            count = 0
+        self.counts[tp] = count + 1
+        self.next_offsets[tp] = offset + 1
         self.inputs += 1
+
+    @property
+    def consumed(self) -> Counter:
+        by_topic: Counter = Counter()
+        for (topic, _), count in self.counts.items():
+            by_topic[topic] += count
+        return by_topic
 
 
 class Engine:
@@ -120,10 +131,12 @@ class Engine:
             self.reachability.answered()
         elif self.reachability.probe_due(PROBE_SECONDS):
             self._probe()
-        for msg in messages:
-            if msg.error():
-                self._consumer_error(msg.error())
-        records = [msg for msg in messages if not msg.error()]
+        records = messages
+        if any(msg.error() for msg in messages):  # rare: keep the loop below free of checks
+            for msg in messages:
+                if msg.error():
+                    self._consumer_error(msg.error())
+            records = [msg for msg in messages if not msg.error()]
         if self.executor:  # one deadline for the whole batch: it bounds the transaction too
             deadline = self.clock() + self.pipeline.record_deadline_s
             results = self.executor.map(partial(self.pipeline.process, deadline=deadline), records)
@@ -148,33 +161,40 @@ class Engine:
 
     # -- per record ------------------------------------------------------------------------
     def _process(self, msg: Message, result: list[Encoded] | Failure | RetryLater) -> None:
-        if isinstance(result, RetryLater):
-            raise RetryLaterError(f"{type(result.error).__name__}: {result.error}")
-        if self.txn is None:
-            self.txp.begin()
-            self.txn = Transaction(self.clock() + self.commit_interval)
-        if isinstance(result, Failure):
-            self._dead_letter(msg, result)
-        else:
+        txn = self.txn
+        if type(result) is list:  # the common case: outputs, often exactly one
+            if txn is None:
+                txn = self._begin()
             try:
-                for out in result:
-                    self._produce(out)
+                self._produce(result)
             except KafkaException as exc:  # refused before sending: deterministic for this record
                 self._dead_letter(msg, Failure("produce", exc))
             else:
                 for out in result:
-                    self.txn.produced[out.topic] += 1
-        self.txn.consumed[msg.topic()] += 1
-        self.txn.track(msg)
+                    txn.produced[out[0]] += 1
+        elif isinstance(result, RetryLater):
+            raise RetryLaterError(f"{type(result.error).__name__}: {result.error}")
+        else:
+            if txn is None:
+                txn = self._begin()
+            self._dead_letter(msg, result)
+        txn.track(msg)
 
-    def _produce(self, out: Encoded) -> None:
-        while True:
-            try:
-                self.txp.producer.produce(out.topic, out.value, out.key, headers=out.headers)
-                return
-            except BufferError:  # the queue is full: wait for deliveries, within the bound
-                self.reachability.failed("the producer queue stays full")
-                self.txp.producer.poll(0.05)
+    def _begin(self) -> Transaction:
+        self.txp.begin()
+        self.txn = Transaction(self.clock() + self.commit_interval)
+        return self.txn
+
+    def _produce(self, outputs: list[Encoded]) -> None:
+        produce = self.txp.producer.produce
+        for topic, key, value, headers in outputs:
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers)
+                    break
+                except BufferError:  # the queue is full: wait for deliveries, within the bound
+                    self.reachability.failed("the producer queue stays full")
+                    self.txp.producer.poll(0.05)
 
     def _dead_letter(self, msg: Message, failure: Failure) -> None:
         log.warning("dead-lettering record at %s [%d] @%d: %s: %s", msg.topic(), msg.partition(),
@@ -182,7 +202,7 @@ class Engine:
                     extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
         headers = dead_letter_headers(msg, failure, self.app_id, self.stacktrace_max_bytes)
         try:
-            self._produce(Encoded(self.dead_letter_topic, msg.key(), msg.value(), headers))
+            self._produce([(self.dead_letter_topic, msg.key(), msg.value(), headers)])
         except KafkaException as exc:
             raise AbortTransaction(f"the dead-letter record could not be produced: {exc}") from exc
         self.txn.dead_lettered[(msg.topic(), failure.stage)] += 1

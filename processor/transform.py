@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
 Headers = list[tuple[str, bytes]]
 
 
@@ -16,16 +18,46 @@ class Poison(Exception):
     """Raised by a transform for an input it can never process: it goes to the dead-letter topic."""
 
 
-@dataclass(slots=True, frozen=True)
 class Record:
-    key: Any
-    value: Any
-    headers: Headers
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    idempotency_key: str
+    """One input record as the transform sees it: `key` and `value` decoded; `headers`,
+    `topic`, `partition`, `offset`, `timestamp` (ms or None) as consumed; and
+    `idempotency_key`, the same for this record after any retry, abort, crash or rebalance.
+    Fields other than key and value are read from the message only when asked for."""
+
+    __slots__ = ("key", "value", "_msg", "_app_id")
+
+    def __init__(self, key: Any, value: Any, msg: Message, app_id: str):
+        self.key, self.value, self._msg, self._app_id = key, value, msg, app_id
+
+    @property
+    def headers(self) -> Headers:
+        return self._msg.headers() or []
+
+    @property
+    def topic(self) -> str:
+        return self._msg.topic()
+
+    @property
+    def partition(self) -> int:
+        return self._msg.partition()
+
+    @property
+    def offset(self) -> int:
+        return self._msg.offset()
+
+    @property
+    def timestamp(self) -> int | None:
+        ts_type, ts = self._msg.timestamp()
+        return None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts
+
+    @property
+    def idempotency_key(self) -> str:
+        msg = self._msg
+        return f"{self._app_id}:{msg.topic()}:{msg.partition()}:{msg.offset()}"
+
+    def __repr__(self) -> str:
+        return (f"Record(topic={self.topic!r}, partition={self.partition}, offset={self.offset}, "
+                f"key={self.key!r}, value={self.value!r})")
 
 
 _INPUT_KEY: Any = object()  # sentinel: the output keeps the input record's key
@@ -41,9 +73,6 @@ class Output:
     topic: str | None = None
     headers: Headers | None = field(default=None)
 
-    @property
-    def keeps_input_key(self) -> bool:
-        return self.key is _INPUT_KEY
 
 
 Transform = Callable[[Record], None | Any | Output | Iterable[Output]]
