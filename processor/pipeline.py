@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from processor.codecs import Codec
+from processor.codecs import BytesCodec, Codec
 from processor.deadletter import Failure
 from processor.resilience.dependency import set_record_deadline
 from processor.resilience.errors import Transient
@@ -31,6 +31,11 @@ class RetryLater:
     error: Transient
 
 
+def _bound(codec: Codec, name: str):
+    """The codec's method, or None for raw bytes (the hot path then skips the call)."""
+    return None if isinstance(codec, BytesCodec) else getattr(codec, name)
+
+
 class Pipeline:
     def __init__(self, app_id: str, transform: Transform, input_key: Codec, input_value: Codec,
                  output_topic: str, output_key: Codec, output_value: Codec,
@@ -38,9 +43,10 @@ class Pipeline:
                  uses_deadlines: bool = True, clock: Callable[[], float] = time.monotonic):
         self.app_id = app_id
         self.transform = transform
-        self.decode_key, self.decode_value = input_key.decode, input_value.decode
+        self.decode_key, self.decode_value = _bound(input_key, "decode"), _bound(input_value, "decode")
         self.output_topic = output_topic
         self.encode_key, self.encode_value = output_key.encode, output_value.encode
+        self.raw_value_out = isinstance(output_value, BytesCodec)
         self.reuse_input_key = reuse_input_key  # same key format in and out: keep the raw bytes
         self.record_deadline_s, self.clock = record_deadline_s, clock
         self.uses_deadlines = uses_deadlines  # only calls through a dependency read them
@@ -49,8 +55,8 @@ class Pipeline:
         """`deadline` (monotonic) bounds the record's calls and retries; by default
         `record_deadline_s` from now."""
         try:
-            key = self.decode_key(msg.key())
-            value = self.decode_value(msg.value())
+            key = msg.key() if self.decode_key is None else self.decode_key(msg.key())
+            value = msg.value() if self.decode_value is None else self.decode_value(msg.value())
         except Exception as exc:
             return Failure("deserialize", exc)
         record = Record(key, value, msg, self.app_id)
@@ -73,8 +79,10 @@ class Pipeline:
                 set_record_deadline(None)
         try:
             if outputs is None:  # the common case: one plain value, the input's key and headers
-                return [(self.output_topic, self._input_key(msg, key), self.encode_value(result),
-                         msg.headers())]
+                value_out = (result if self.raw_value_out and type(result) is bytes
+                             else self.encode_value(result))
+                key_out = msg.key() if self.reuse_input_key else self.encode_key(key)
+                return [(self.output_topic, key_out, value_out, msg.headers())]
             return [self._encode(out, msg, key) for out in outputs]
         except Exception as exc:
             return Failure("serialize", exc)
