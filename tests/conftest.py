@@ -79,6 +79,9 @@ class Pipe:
         ends = end_offsets(self.bootstrap, self.input)
         return committed_offsets(self.bootstrap, self.app_id, self.input) == ends
 
+    def committed_total(self) -> int:
+        return sum(max(o, 0) for o in committed_offsets(self.bootstrap, self.app_id, self.input).values())
+
     def feed(self, samples) -> None:
         produce(self.bootstrap, self.input, [(s.key, s.value) for s in samples])
 

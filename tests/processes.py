@@ -16,13 +16,12 @@ FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
 def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: str,
                  dead_letter_topic: str, app_id: str, transform: str = "examples.enrich:transform",
-                 value_format: str = "avro", processing: dict | None = None,
+                 processing: dict | None = None,
                  metrics_port: int | None = None, unreachable_timeout_ms: int = 120_000,
                  kafka: dict | None = None, output_value: dict | None = None,
                  resilience: dict | None = None) -> Path:
     def codec(schema: str) -> dict:
-        return ({"format": "avro", "schema": str(ROOT / "schemas" / schema)}
-                if value_format == "avro" else {"format": value_format})
+        return {"format": "avro", "schema": str(ROOT / "schemas" / schema)}
 
     config = {
         "app_id": app_id,

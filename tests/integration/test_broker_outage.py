@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from examples.orders import make_samples
-from localkafka.clients import committed_offsets, create_topics, unique_name, wait_for
+from localkafka.clients import create_topics, unique_name, wait_for
 from tests.conftest import Pipe
 from tests.processes import write_config
 
@@ -21,9 +21,6 @@ def private_pipe(broker, tmp_path, **config) -> Pipe:
     return Pipe(broker.bootstrap, *topics, app_id, path)
 
 
-def committed_total(p: Pipe) -> int:
-    return sum(max(o, 0) for o in committed_offsets(p.bootstrap, p.app_id, p.input).values())
-
 
 @pytest.mark.parametrize("hard", [False, True], ids=["stop-start", "kill-9"])
 def test_survives_a_broker_restart_mid_stream(private_broker, tmp_path, processors, hard):
@@ -31,7 +28,7 @@ def test_survives_a_broker_restart_mid_stream(private_broker, tmp_path, processo
     samples = make_samples(40_000, poison_per_kind=0.005, seed=9)
     p.feed(samples)
     proc = processors(p.config, "survivor")
-    wait_for(lambda: committed_total(p) > 5_000, 60, "processing under way")
+    wait_for(lambda: p.committed_total() > 5_000, 60, "processing under way")
 
     private_broker.restart(hard=hard)
 
@@ -47,7 +44,7 @@ def test_exits_non_zero_when_the_broker_stays_away(private_broker, tmp_path, pro
     samples = make_samples(20_000, poison_per_kind=0.0, seed=10)
     p.feed(samples)
     proc = processors(p.config, "abandoned")
-    wait_for(lambda: committed_total(p) > 0, 60, "processing under way")
+    wait_for(lambda: p.committed_total() > 0, 60, "processing under way")
 
     private_broker.stop()
 

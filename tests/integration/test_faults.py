@@ -8,13 +8,10 @@ import threading
 import pytest
 
 from examples.orders import make_samples
-from localkafka.clients import committed_offsets, wait_for
+from localkafka.clients import wait_for
 
 pytestmark = pytest.mark.kafka
 
-
-def committed_total(p) -> int:
-    return sum(max(o, 0) for o in committed_offsets(p.bootstrap, p.app_id, p.input).values())
 
 
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors):
@@ -24,10 +21,10 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors)
     rng = random.Random(4)
     kills = 0
     for _ in range(5):
-        before = committed_total(p)
+        before = p.committed_total()
         proc = processors(p.config, "crashy")
         # kill once this incarnation has committed something, a random moment later
-        wait_for(lambda: committed_total(p) > before or not proc.running(), 120, "progress")
+        wait_for(lambda: p.committed_total() > before or not proc.running(), 120, "progress")
         wait_for(lambda: rng.random() < 0.3, 5, "a random moment", interval=0.05)
         if p.committed_all():
             proc.terminate()
@@ -63,7 +60,7 @@ def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors):
     stop = threading.Event()
     feeder = produce_slowly(p, samples, chunks=40, stop=stop)
     first = processors(p.config, "same-id")
-    wait_for(lambda: committed_total(p) > 0, 60, "the first instance committing")
+    wait_for(lambda: p.committed_total() > 0, 60, "the first instance committing")
     second = processors(p.config, "same-id")
 
     assert first.proc.wait(120) != 0
@@ -80,9 +77,9 @@ def test_instances_joining_and_leaving_mid_stream(pipe, processors):
     stop = threading.Event()
     feeder = produce_slowly(p, samples, chunks=60, stop=stop)
     first = processors(p.config, "a")
-    wait_for(lambda: committed_total(p) > 2_000, 60, "the first instance committing")
+    wait_for(lambda: p.committed_total() > 2_000, 60, "the first instance committing")
     second = processors(p.config, "b")
-    wait_for(lambda: committed_total(p) > 12_000, 120, "both instances committing")
+    wait_for(lambda: p.committed_total() > 12_000, 120, "both instances committing")
     assert first.terminate() == 0, first.log()[-3000:]
     feeder.join(120)
     p.drain(second, 180)
@@ -98,9 +95,9 @@ def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
     p.feed(samples)
     stops = 0
     while not p.committed_all():
-        before = committed_total(p)
+        before = p.committed_total()
         proc = processors(p.config, "graceful")
-        wait_for(lambda: committed_total(p) > before or p.committed_all(), 120, "progress")
+        wait_for(lambda: p.committed_total() > before or p.committed_all(), 120, "progress")
         assert proc.terminate(timeout=30) == 0, proc.log()[-3000:]
         assert "stopped after" in proc.log().splitlines()[-1]
         stops += 1
