@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from processor.txproducer import Reachability, TransactionalProducer
 
 log = logging.getLogger("processor")
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+WATCHDOG_MARGIN_S = 30.0
 
 
 def _codec(config: CodecConfig, path: str, problems: list[Problem]) -> Codec | None:
@@ -116,6 +118,8 @@ def run(config_path: str, stopping: threading.Event) -> int:
     log.info("starting: %s -> %s (dead letters to %s), transactional.id %s",
              ",".join(config.input.topics), config.output.topic, config.dead_letter.topic,
              config.transactional_id)
+    stall_bound = config.kafka.unreachable_timeout_ms / 1000 + WATCHDOG_MARGIN_S
+    threading.Thread(target=_watchdog, args=(engine, stall_bound), daemon=True).start()
     began = time.monotonic()
     code = EXIT_OK
     try:
@@ -128,6 +132,20 @@ def run(config_path: str, stopping: threading.Event) -> int:
              "%d transactions committed, %d aborted", time.monotonic() - began, t["consumed"],
              t["produced"], t["dead_lettered"], t["committed"], t["aborted"])
     return code
+
+
+def _watchdog(engine: Engine, bound_s: float) -> None:
+    """librdkafka calls can block past their timeouts while Kafka is away (consume() after a
+    lost assignment, seen with 2.16.0); rather than hang silently, exit 1 so the orchestrator
+    restarts the process. Nothing is lost: the open transaction was never committed."""
+    while True:
+        time.sleep(1.0)
+        stalled = time.monotonic() - engine.progressed
+        if stalled > bound_s:
+            log.error("stopping: the processing loop has been stuck for %.0fs (Kafka unreachable?)",
+                      stalled)
+            logging.shutdown()
+            os._exit(EXIT_FATAL)
 
 
 def _log_stop_request(stopping: threading.Event) -> None:

@@ -94,6 +94,7 @@ class Engine:
         self.retry_backoff = retry_backoff_s
         self.seconds_until_probe = seconds_until_probe
         self.paused_until: float | None = None
+        self.progressed = clock()  # when the loop last moved on: the watchdog reads it
         self.assigned: set[tuple[str, int]] = set()
         self._callback_error: BaseException | None = None
         self.ready = threading.Event()
@@ -117,6 +118,7 @@ class Engine:
             _bounded(self.consumer.close, CLOSE_SECONDS)
 
     def _step(self) -> None:
+        self.progressed = self.clock()
         if self.paused_until is not None and self.clock() >= self.paused_until:
             self._resume()
         if self.txn is None:
@@ -146,7 +148,8 @@ class Engine:
         try:
             for i, (msg, result) in enumerate(zip(records, results)):
                 self._process(msg, result)
-                if self.txn.inputs >= self.max_batch or self.clock() >= self.txn.deadline:
+                self.progressed = now = self.clock()
+                if self.txn.inputs >= self.max_batch or now >= self.txn.deadline:
                     self._commit()
                     uncommitted = i + 1
             if self.txn is not None and self.clock() >= self.txn.deadline:

@@ -31,15 +31,19 @@ class AbortTransaction(Exception):
 
 
 class Reachability:
-    """Since when Kafka has not answered; past the bound, processing gives up (exit 1)."""
+    """Since when Kafka has not answered; past the bound, processing gives up (exit 1).
+
+    An idle consumer hears nothing either way, so when nothing came for a while a probe is
+    due (a metadata request): silence alone never counts as reachable for long."""
 
     def __init__(self, bound_s: float, errors: ClientErrors,
                  clock: Callable[[], float] = time.monotonic):
         self.bound, self.errors, self.clock = bound_s, errors, clock
         self.since: float | None = None
-        self.last_probe = 0.0
+        self.last_probe = self.last_answer = clock()
 
     def answered(self) -> None:
+        self.last_answer = self.clock()
         if self.since is not None:
             log.info("Kafka answers again after %.1fs", self.clock() - self.since)
             self.since = None
@@ -54,9 +58,11 @@ class Reachability:
                              f"(bound {self.bound:.0f}s); last error: {what}")
 
     def probe_due(self, every_s: float) -> bool:
-        if self.since is None or self.clock() - self.last_probe < every_s:
+        now = self.clock()
+        quiet = self.since is not None or now - self.last_answer >= every_s
+        if not quiet or now - self.last_probe < every_s:
             return False
-        self.last_probe = self.clock()
+        self.last_probe = now
         return True
 
 
