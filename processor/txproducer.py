@@ -115,7 +115,8 @@ class TransactionalProducer:
             stuck_at = self.reachability.clock() + STUCK_SECONDS
             while call.is_alive():
                 if self._nudge() and self.reachability.clock() > stuck_at:
-                    self._replace(fn.__name__)
+                    self._replace(f"{fn.__name__} is stuck although Kafka answers "
+                                  f"(librdkafka issue 5511)")
                     raise AbortTransaction(f"{fn.__name__} was stuck; the producer was replaced")
                 self.reachability.failed(f"{fn.__name__} has not returned")
                 call.join(NUDGE_SECONDS)
@@ -125,8 +126,13 @@ class TransactionalProducer:
             if not isinstance(call.error, KafkaException):
                 raise call.error
             error = kafka_error(call.error)
-            if error.fatal() or is_fenced(error):
+            if is_fenced(error) or (error.fatal() and fn.__name__ == "init_transactions"):
                 raise FatalError(f"{fn.__name__} failed fatally: {error.str()}") from call.error
+            if error.fatal():  # this producer is done for, but no newer instance took over
+                self._replace(f"{fn.__name__} failed fatally ({error.str()})")
+                if not abortable:
+                    return None  # the replacement's init_transactions aborted the transaction
+                raise AbortTransaction(f"{fn.__name__}: {error.str()}; the producer was replaced")
             if error.retriable():
                 self.reachability.failed(f"{fn.__name__}: {error.str()}")
                 log.warning("%s: %s; retrying", fn.__name__, error.str())
@@ -145,9 +151,8 @@ class TransactionalProducer:
         self.reachability.answered()
         return True
 
-    def _replace(self, stuck_call: str) -> None:
-        log.warning("%s is stuck although Kafka answers: replacing the producer "
-                    "(librdkafka issue 5511)", stuck_call)
+    def _replace(self, why: str) -> None:
+        log.warning("%s: replacing the producer", why)
         self.stuck.append(self.producer)
         self.producer = self.new_producer()
         self.in_transaction = False
