@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import logging
+import os
 import signal
 import sys
 import threading
@@ -34,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     from processor import app  # noqa: PLC0415 - after the signal handlers, see _stop_on_signals
 
     if args.command == "run":
-        return app.run(args.config, stopping)
+        code = app.run(args.config, stopping)
+        if code == app.EXIT_FATAL:
+            # exit at once: destroying clients with a call still blocked in another thread
+            # aborts the interpreter (SIGABRT); the open transaction is the broker's to abort
+            logging.shutdown()
+            os._exit(code)
+        return code
     problems = app.check(args.config, args.connect)
     for problem in problems:
         print(problem, file=sys.stderr)

