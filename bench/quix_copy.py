@@ -13,7 +13,8 @@ def main() -> None:
     app = Application(broker_address=bootstrap, consumer_group=group,
                       processing_guarantee="exactly-once", auto_offset_reset="earliest",
                       commit_interval=0.1,  # as Kafka Streams under EOS and this processor
-                      auto_create_topics=False, use_changelog_topics=False)
+                      auto_create_topics=False, use_changelog_topics=False,
+                      consumer_extra_config={"fetch.queue.backoff.ms": 10})  # as all Python contenders
     input_topic = app.topic(source, value_deserializer="bytes", key_deserializer="bytes")
     output_topic = app.topic(target, value_serializer="bytes", key_serializer="bytes")
     app.dataframe(input_topic).to_topic(output_topic)

@@ -58,7 +58,7 @@ def contenders(bootstrap: str, workdir: Path, quix_python: Path | None) -> dict:
         return lambda src, dst, group: [sys.executable, "-m", "processor", "run", "-c", str(
             processor_config(workdir / f"{group}.yaml", bootstrap, src, dst, group, avro))]
 
-    found = {"naive-alo": naive("alo"), "naive-txn": naive("txn"),
+    found = {"naive-alo": naive("alo"), "naive-txn": naive("txn"), "naive-txn-untuned": naive("txn-untuned"),
              "processor-eos-bytes": processor(False), "processor-eos-avro": processor(True)}
     classpath = f"{java_classes(workdir)}:{ensure_jars()}/*"
     found["kafka-copier-eos"] = lambda src, dst, group: [

@@ -134,8 +134,15 @@ def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 3
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("ends")})
     try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                for p in meta.partitions}
+        deadline = time.monotonic() + 30
+        while True:  # a topic just created may not have its leaders in place yet
+            try:
+                meta = consumer.list_topics(topic, timeout=30).topics[topic]
+                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                        for p in meta.partitions}
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
     finally:
         consumer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -122,6 +123,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
     threading.Thread(target=_watchdog, args=(engine, stall_bound), daemon=True).start()
     began = time.monotonic()
     code = EXIT_OK
+    # what start-up built lives as long as the process: keep the collector from walking it
+    # again and again while millions of short-lived messages pass (measured: ~10% of the loop)
+    gc.collect()
+    gc.freeze()
     try:
         engine.run(stopping)
     except FatalError as exc:

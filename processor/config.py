@@ -111,7 +111,7 @@ class DeadLetterConfig(Strict):
 
 class ProcessingConfig(Strict):
     commit_interval_ms: int = Field(default=100, gt=0)
-    max_batch_records: int = Field(default=10000, gt=0)
+    max_batch_records: int = Field(default=100_000, gt=0)
     transaction_timeout_ms: int = Field(default=60000, ge=1000)
     concurrency: int = Field(default=1, ge=1, le=256)
     record_deadline_ms: int = Field(default=15000, ge=1)

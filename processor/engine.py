@@ -2,7 +2,8 @@
 
 One transaction spans many records; it commits when `commit_interval_ms` has passed or
 `max_batch_records` inputs were processed. Abortable errors abort and rewind to the first
-offset of the transaction; fatal errors (fenced, unrecoverable) raise `FatalError`.
+offset that no committed transaction holds; fatal errors (fenced, unrecoverable) raise
+`FatalError`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -20,7 +20,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from processor.deadletter import Failure, dead_letter_headers
 from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
+from processor.pausing import Pause
 from processor.pipeline import Encoded, Pipeline, RetryLater
+from processor.transaction import Transaction
 from processor.txproducer import AbortTransaction, TransactionalProducer
 
 log = logging.getLogger("processor.engine")
@@ -34,40 +36,6 @@ _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError.
 
 class RetryLaterError(AbortTransaction):
     """A record failed transiently: abort, rewind, and pause before trying again."""
-
-
-class Transaction:
-    """What the open transaction holds: offsets to commit, where to rewind, what to count."""
-
-    __slots__ = ("deadline", "inputs", "next_offsets", "first_offsets", "counts", "produced",
-                 "dead_lettered")
-
-    def __init__(self, deadline: float):
-        self.deadline = deadline
-        self.inputs = 0
-        self.next_offsets: dict[tuple[str, int], int] = {}
-        self.first_offsets: dict[tuple[str, int], int] = {}
-        self.counts: dict[tuple[str, int], int] = {}  # inputs per partition
-        self.produced: Counter = Counter()
-        self.dead_lettered: Counter = Counter()
-
-    def track(self, msg: Message) -> None:
-        offset = msg.offset()
-        tp = (msg.topic(), msg.partition())
-        count = self.counts.get(tp)
-        if count is None:
-            self.first_offsets[tp] = offset
-            count = 0
-        self.counts[tp] = count + 1
-        self.next_offsets[tp] = offset + 1
-        self.inputs += 1
-
-    @property
-    def consumed(self) -> Counter:
-        by_topic: Counter = Counter()
-        for (topic, _), count in self.counts.items():
-            by_topic[topic] += count
-        return by_topic
 
 
 class Engine:
@@ -93,7 +61,7 @@ class Engine:
         self.consume_batch = min(CONSUME_BATCH, concurrency * 4) if self.executor else CONSUME_BATCH
         self.retry_backoff = retry_backoff_s
         self.seconds_until_probe = seconds_until_probe
-        self.paused_until: float | None = None
+        self.pause = Pause(consumer, seconds_until_probe, clock)
         self.progressed = clock()  # when the loop last moved on: the watchdog reads it
         self.assigned: set[tuple[str, int]] = set()
         self._callback_error: BaseException | None = None
@@ -119,8 +87,7 @@ class Engine:
 
     def _step(self) -> None:
         self.progressed = self.clock()
-        if self.paused_until is not None and self.clock() >= self.paused_until:
-            self._resume()
+        self.pause.resume_if_due(self._assigned_partitions())
         if self.txn is None:
             wait, room = IDLE_POLL_SECONDS, self.consume_batch
         else:
@@ -141,33 +108,59 @@ class Engine:
             records = [msg for msg in messages if not msg.error()]
         if self.executor:  # one deadline for the whole batch: it bounds the transaction too
             deadline = self.clock() + self.pipeline.record_deadline_s
-            results = self.executor.map(partial(self.pipeline.process, deadline=deadline), records)
+            outcomes = self.executor.map(partial(self.pipeline.process, deadline=deadline), records)
         else:  # lazily, one record at a time, so commits fall between records
-            results = map(self.pipeline.process, records)
-        uncommitted = 0  # records[uncommitted:] are not committed yet
+            outcomes = map(self.pipeline.process, records)
+        uncommitted = 0  # records[uncommitted:] are in no committed transaction
         try:
-            for i, (msg, result) in enumerate(zip(records, results)):
-                self._process(msg, result)
-                self.progressed = now = self.clock()
-                if self.txn.inputs >= self.max_batch or now >= self.txn.deadline:
-                    self._commit()
-                    uncommitted = i + 1
+            while uncommitted < len(records):
+                uncommitted = self._fill(records, outcomes, uncommitted)
             if self.txn is not None and self.clock() >= self.txn.deadline:
                 self._commit()
         except RetryLaterError as exc:
             log.warning("aborting the transaction to retry its records later: %s", exc)
             self._abort(records[uncommitted:])
-            self._pause(max(self.seconds_until_probe(), self.retry_backoff))
+            self.pause.start(max(self.seconds_until_probe(), self.retry_backoff),
+                             self._assigned_partitions())
         except AbortTransaction as exc:
             log.warning("aborting the transaction and processing its records again: %s", exc)
             self._abort(records[uncommitted:])
 
     # -- per record ------------------------------------------------------------------------
-    def _process(self, msg: Message, result: list[Encoded] | Failure | RetryLater) -> None:
+    def _fill(self, records: list[Message], outcomes: Iterator, start: int) -> int:
+        """Produce the outcomes of records[start:] until the batch ends or the transaction is
+        due, then commit if due; returns the index of the first record left. This is the hot
+        path: a record that yields one output costs a produce call and a clock read."""
+        txn = self.txn or self._begin()
+        produce, clock, deadline = self.txp.producer.produce, self.clock, txn.deadline
+        i = start
+        for outcome in outcomes:
+            if type(outcome) is tuple:
+                topic, value, key, headers = outcome
+                try:
+                    if headers is None:
+                        produce(topic, value, key)
+                    else:
+                        produce(topic, value, key, headers=headers)
+                except BufferError:  # the queue is full: slow down to its pace
+                    self._produce([outcome])
+                except KafkaException as exc:  # refused before sending: deterministic for this record
+                    self._other(records[i], Failure("produce", exc))
+            else:
+                self._other(records[i], outcome)
+            i += 1
+            if clock() >= deadline:
+                break
+        txn.add(records, start, i)
+        if clock() >= deadline or txn.inputs >= self.max_batch:
+            self._commit()
+        return i
+
+    def _other(self, msg: Message, result: list[Encoded] | Failure | RetryLater) -> None:
+        """A record with no output, several outputs, or a failure."""
         txn = self.txn
-        if type(result) is list:  # the common case: outputs, often exactly one
-            if txn is None:
-                txn = self._begin()
+        txn.others += 1
+        if type(result) is list:
             try:
                 self._produce(result)
             except KafkaException as exc:  # refused before sending: deterministic for this record
@@ -178,22 +171,19 @@ class Engine:
         elif isinstance(result, RetryLater):
             raise RetryLaterError(f"{type(result.error).__name__}: {result.error}")
         else:
-            if txn is None:
-                txn = self._begin()
             self._dead_letter(msg, result)
-        txn.track(msg)
 
     def _begin(self) -> Transaction:
         self.txp.begin()
-        self.txn = Transaction(self.clock() + self.commit_interval)
+        self.txn = Transaction(self.clock() + self.commit_interval,
+                               self.topics[0] if len(self.topics) == 1 else None)
         return self.txn
 
     def _produce(self, outputs: list[Encoded]) -> None:
-        produce = self.txp.producer.produce
-        for topic, key, value, headers in outputs:
+        for topic, value, key, headers in outputs:
             while True:
                 try:
-                    produce(topic, value, key, headers=headers)
+                    self.txp.producer.produce(topic, value, key, headers=headers)
                     break
                 except BufferError:  # the queue is full: wait for deliveries, within the bound
                     self.reachability.failed("the producer queue stays full")
@@ -205,7 +195,7 @@ class Engine:
                     extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
         headers = dead_letter_headers(msg, failure, self.app_id, self.stacktrace_max_bytes)
         try:
-            self._produce([(self.dead_letter_topic, msg.key(), msg.value(), headers)])
+            self._produce([(self.dead_letter_topic, msg.value(), msg.key(), headers)])
         except KafkaException as exc:
             raise AbortTransaction(f"the dead-letter record could not be produced: {exc}") from exc
         self.txn.dead_lettered[(msg.topic(), failure.stage)] += 1
@@ -214,31 +204,29 @@ class Engine:
     def _commit(self) -> None:
         txn = self.txn
         began = self.clock()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in txn.next_offsets.items()]
+        offsets = txn.next_offsets()
         self.txp.commit(offsets, self.consumer.consumer_group_metadata())
         self.txn = None
-        self.metrics.committed(txn.consumed, txn.produced, txn.dead_lettered, txn.inputs,
-                               self.clock() - began)
+        self.progressed = self.clock()
+        self.metrics.committed(txn.consumed, txn.produced_by_topic(self.pipeline.output_topic),
+                               txn.dead_lettered, txn.inputs, self.progressed - began)
         for tp in offsets:  # watermarks cached from fetch responses: no request to the broker
             high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
             if high >= 0:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
-    def _abort(self, batch: list[Message] | None = None) -> None:
-        """Abort the open transaction; with `batch`, rewind to the first record that is not
-        committed: the transaction's first, else the batch's first (records consumed but not
-        yet in a transaction must be fetched again too)."""
+    def _abort(self, uncommitted: list[Message] | None = None) -> None:
+        """Abort the open transaction; with `uncommitted` (the batch's records in no committed
+        transaction), rewind every partition to its first record not committed."""
         txn, self.txn = self.txn, None
         if txn is not None:
             self.txp.abort()
             self.metrics.aborted()
-        if batch is None:
+        if uncommitted is None:
             return
-        rewind: dict[tuple[str, int], int] = {}
-        for msg in batch:
+        rewind = txn.first_offsets() if txn is not None else {}
+        for msg in uncommitted:
             rewind.setdefault((msg.topic(), msg.partition()), msg.offset())
-        if txn is not None:
-            rewind.update(txn.first_offsets)
         for (topic, partition), offset in rewind.items():
             if (topic, partition) in self.assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
@@ -267,29 +255,12 @@ class Engine:
         else:
             self.reachability.answered()
 
-    def _pause(self, seconds: float) -> None:
-        """Stop fetching (the group membership holds: consume() goes on) for `seconds`."""
-        self.consumer.pause(self._assigned_partitions())
-        self.paused_until = self.clock() + seconds
-        log.warning("consumption paused for %.1fs", seconds)
-
-    def _resume(self) -> None:
-        still_open = self.seconds_until_probe()
-        if still_open > 0:
-            self.paused_until = self.clock() + still_open
-            return
-        self.consumer.resume(self._assigned_partitions())
-        self.paused_until = None
-        log.info("consumption resumed")
-
     def _assigned_partitions(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = {(tp.topic, tp.partition) for tp in partitions}
-        if self.paused_until is not None:  # pauses outlive a rebalance
-            consumer.assign(partitions)
-            consumer.pause(partitions)
+        self.pause.reapply(partitions)
         self.metrics.rebalances.labels("assigned").inc()
         self.ready.set()
         log.info("assigned %s", _names(partitions))

@@ -89,6 +89,7 @@ class TransactionalProducer:
         self.reachability = reachability
         self.stuck: list[Producer] = []  # replaced producers: destroying one would block too
         self.in_transaction = False
+        self.offsets_sent = False
 
     def init(self) -> None:
         self._call(self.producer.init_transactions, self.timeout)
@@ -96,11 +97,17 @@ class TransactionalProducer:
     def begin(self) -> None:
         self._call(self.producer.begin_transaction)
         self.in_transaction = True
+        self.offsets_sent = False
 
     def commit(self, offsets, group_metadata) -> None:
-        self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout)
-        self._call(self.producer.commit_transaction, self.timeout)
+        self._call(self._send_offsets_and_commit, offsets, group_metadata)
         self.in_transaction = False
+
+    def _send_offsets_and_commit(self, offsets, group_metadata) -> None:
+        if not self.offsets_sent:  # a commit retried after a timeout sends them only once
+            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout)
+            self.offsets_sent = True
+        self.producer.commit_transaction(self.timeout)
 
     def abort(self) -> None:
         if self.in_transaction:
@@ -108,6 +115,7 @@ class TransactionalProducer:
             self.in_transaction = False
 
     def _call(self, fn: Callable, *args, abortable: bool = True) -> Any:
+        name = fn.__name__.lstrip("_")
         while True:
             call = _Call(fn, args)
             call.start()
@@ -115,10 +123,9 @@ class TransactionalProducer:
             stuck_at = self.reachability.clock() + STUCK_SECONDS
             while call.is_alive():
                 if self._nudge() and self.reachability.clock() > stuck_at:
-                    self._replace(f"{fn.__name__} is stuck although Kafka answers "
-                                  f"(librdkafka issue 5511)")
-                    raise AbortTransaction(f"{fn.__name__} was stuck; the producer was replaced")
-                self.reachability.failed(f"{fn.__name__} has not returned")
+                    self._replace(f"{name} is stuck although Kafka answers (librdkafka issue 5511)")
+                    raise AbortTransaction(f"{name} was stuck; the producer was replaced")
+                self.reachability.failed(f"{name} has not returned")
                 call.join(NUDGE_SECONDS)
             if call.error is None:
                 self.reachability.answered()
@@ -126,20 +133,20 @@ class TransactionalProducer:
             if not isinstance(call.error, KafkaException):
                 raise call.error
             error = kafka_error(call.error)
-            if is_fenced(error) or (error.fatal() and fn.__name__ == "init_transactions"):
-                raise FatalError(f"{fn.__name__} failed fatally: {error.str()}") from call.error
+            if is_fenced(error) or (error.fatal() and name == "init_transactions"):
+                raise FatalError(f"{name} failed fatally: {error.str()}") from call.error
             if error.fatal():  # this producer is done for, but no newer instance took over
-                self._replace(f"{fn.__name__} failed fatally ({error.str()})")
+                self._replace(f"{name} failed fatally ({error.str()})")
                 if not abortable:
                     return None  # the replacement's init_transactions aborted the transaction
-                raise AbortTransaction(f"{fn.__name__}: {error.str()}; the producer was replaced")
+                raise AbortTransaction(f"{name}: {error.str()}; the producer was replaced")
             if error.retriable():
-                self.reachability.failed(f"{fn.__name__}: {error.str()}")
-                log.warning("%s: %s; retrying", fn.__name__, error.str())
+                self.reachability.failed(f"{name}: {error.str()}")
+                log.warning("%s: %s; retrying", name, error.str())
                 continue
             if error.txn_requires_abort() and abortable:
-                raise AbortTransaction(f"{fn.__name__}: {error.str()}") from call.error
-            raise FatalError(f"{fn.__name__} failed: {error.str()}") from call.error
+                raise AbortTransaction(f"{name}: {error.str()}") from call.error
+            raise FatalError(f"{name} failed: {error.str()}") from call.error
 
     def _nudge(self) -> bool:
         """A metadata request (it refreshes librdkafka's view of the brokers); True if answered."""

@@ -18,15 +18,15 @@ MSG = message("in", 2, 41, b"k1", b'{"n": 1}', headers=[("h", b"v")])
 
 
 def test_plain_value_keeps_key_and_headers():
-    [out] = pipeline(lambda r: {"n": r.value["n"] + 1}).process(MSG)
-    assert out == ("out", b"k1", b'{"n":2}', [("h", b"v")])
+    out = pipeline(lambda r: {"n": r.value["n"] + 1}).process(MSG)
+    assert out == ("out", b'{"n":2}', b"k1", [("h", b"v")])  # Producer.produce's order
 
 
 def test_none_drops_and_iterables_fan_out():
     assert pipeline(lambda r: None).process(MSG) == []
     outs = pipeline(lambda r: (Output(i, key=f"k{i}", topic="t2", headers=[]) for i in range(3))).process(MSG)
     assert outs == [
-        ("t2", b"k0", b"0", None), ("t2", b"k1", b"1", None), ("t2", b"k2", b"2", None)]
+        ("t2", b"0", b"k0", None), ("t2", b"1", b"k1", None), ("t2", b"2", b"k2", None)]
 
 
 def test_record_fields_and_idempotency_key():
@@ -39,7 +39,7 @@ def test_record_fields_and_idempotency_key():
 
 
 def test_input_key_is_re_encoded_when_formats_differ():
-    [(_, key, _, _)] = pipeline(lambda r: 1, reuse_input_key=False).process(MSG)
+    _, _, key, _ = pipeline(lambda r: 1, reuse_input_key=False).process(MSG)
     assert key == b"k1"
 
 

@@ -1,0 +1,45 @@
+"""Stopping consumption while a dependency recovers, instead of failing record after record.
+
+Paused partitions are not fetched, but `consume()` goes on, so the group membership holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, TopicPartition
+
+log = logging.getLogger("processor.engine")
+
+
+class Pause:
+    def __init__(self, consumer: Consumer, seconds_until_probe: Callable[[], float],
+                 clock: Callable[[], float] = time.monotonic):
+        self.consumer = consumer
+        self.seconds_until_probe = seconds_until_probe  # until a circuit breaker lets a call by
+        self.clock = clock
+        self.until: float | None = None
+
+    def start(self, seconds: float, partitions: list[TopicPartition]) -> None:
+        self.consumer.pause(partitions)
+        self.until = self.clock() + seconds
+        log.warning("consumption paused for %.1fs", seconds)
+
+    def resume_if_due(self, partitions: list[TopicPartition]) -> None:
+        if self.until is None or self.clock() < self.until:
+            return
+        still_open = self.seconds_until_probe()
+        if still_open > 0:
+            self.until = self.clock() + still_open
+            return
+        self.consumer.resume(partitions)
+        self.until = None
+        log.info("consumption resumed")
+
+    def reapply(self, partitions: list[TopicPartition]) -> None:
+        """Called on assignment: a pause outlives a rebalance."""
+        if self.until is not None:
+            self.consumer.assign(partitions)
+            self.consumer.pause(partitions)
