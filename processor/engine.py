@@ -93,7 +93,9 @@ class Engine:
         else:
             wait = min(max(self.txn.deadline - self.clock(), 0.0), IDLE_POLL_SECONDS)
             room = min(self.consume_batch, self.max_batch - self.txn.inputs)
-        messages = self.consumer.consume(room, wait)
+        # what is there already, else the first record to come: consume(room, wait) would hold
+        # the records that came back until `room` of them are there or `wait` is over
+        messages = self.consumer.consume(room, 0) or self.consumer.consume(1, wait)
         self._raise_callback_error()
         self.reachability.errors.check()
         if messages:

@@ -69,6 +69,9 @@ def _check_overrides(section: str, overrides: dict[str, Any], fixed: dict[str, A
 # queue holds queued.min.messages: a fast loop drains 100,000 records well within that second
 # and then waits out the rest of it (measured: half the run time of a pass-through)
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 10}
+# a failed delivery fails the commit anyway; a report per delivered record would only cost a
+# callback each (with the GIL) when the commit flushes
+PRODUCER_DEFAULTS = {"linger.ms": 5, "delivery.report.only.error": True}
 
 
 def consumer_settings(config: Config) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def producer_settings(config: Config) -> dict[str, Any]:
     _check_overrides("producer", config.kafka.producer, _PRODUCER_FIXED)
     return {**client_settings(config), "transactional.id": config.transactional_id,
             "transaction.timeout.ms": config.processing.transaction_timeout_ms,
-            "linger.ms": 5, **config.kafka.producer, **_PRODUCER_FIXED}
+            **PRODUCER_DEFAULTS, **config.kafka.producer, **_PRODUCER_FIXED}
 
 
 def kafka_error(exc: KafkaException) -> KafkaError:

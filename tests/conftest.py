@@ -85,6 +85,11 @@ class Pipe:
     def feed(self, samples) -> None:
         produce(self.bootstrap, self.input, [(s.key, s.value) for s in samples])
 
+    def process_all(self, processors, samples, instance: str = "i1", timeout: float = 120) -> None:
+        """Feed `samples`, run one instance until every input is committed, and stop it."""
+        self.feed(samples)
+        self.drain(processors(self.config, instance), timeout)
+
     def drain(self, proc: ProcessorProcess, timeout: float = 180) -> None:
         """Wait until every input is committed, then SIGTERM `proc`: it must exit 0."""
         wait_for(lambda: not proc.running() or self.committed_all(), timeout, "all inputs committed")

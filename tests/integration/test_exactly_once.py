@@ -18,10 +18,7 @@ pytestmark = pytest.mark.kafka
 def test_outputs_and_dead_letters_exactly_once(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(10_000, poison_per_kind=0.02, seed=1)
-    p.feed(samples)
-    proc = processors(p.config, "i1")
-
-    p.drain(proc, 120)
+    p.process_all(processors, samples)
 
     verdict = p.verify(samples)
     assert verdict.ok, verdict
@@ -65,9 +62,7 @@ def test_dead_letter_records_carry_the_original_and_the_error(pipe, processors):
 def test_outputs_keep_each_input_partitions_order(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(3_000, poison_per_kind=0.0, seed=3)
-    p.feed(samples)
-    proc = processors(p.config, "i1")
-    p.drain(proc, 120)
+    p.process_all(processors, samples)
 
     offsets_seen = defaultdict(list)
     for record in read_all(p.bootstrap, p.output):

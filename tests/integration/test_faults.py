@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 
@@ -39,28 +40,33 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors)
     assert verdict.ok, verdict
 
 
-def produce_slowly(p, samples, chunks: int, stop: threading.Event) -> threading.Thread:
+def produce_slowly(p, samples, chunks: int) -> threading.Thread:
     """Feed the input in chunks, so the processors work on a live stream."""
     size = -(-len(samples) // chunks)
 
     def feed():
         for i in range(0, len(samples), size):
             p.feed(samples[i:i + size])
-            if stop.wait(0.25):
-                return
+            time.sleep(0.25)  # pacing the load, not waiting on a race
 
     thread = threading.Thread(target=feed, daemon=True)
     thread.start()
     return thread
 
 
+def live_stream(p, processors, samples, chunks: int, instance: str, committed: int):
+    """Feed `samples` in chunks while `instance` runs; return the feeder and the instance
+    once more than `committed` inputs are committed."""
+    feeder = produce_slowly(p, samples, chunks)
+    proc = processors(p.config, instance)
+    wait_for(lambda: p.committed_total() > committed, 60, f"{instance} committing")
+    return feeder, proc
+
+
 def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(20_000, poison_per_kind=0.005, seed=5)
-    stop = threading.Event()
-    feeder = produce_slowly(p, samples, chunks=40, stop=stop)
-    first = processors(p.config, "same-id")
-    wait_for(lambda: p.committed_total() > 0, 60, "the first instance committing")
+    feeder, first = live_stream(p, processors, samples, chunks=40, instance="same-id", committed=0)
     second = processors(p.config, "same-id")
 
     assert first.proc.wait(120) != 0
@@ -74,10 +80,7 @@ def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors):
 def test_instances_joining_and_leaving_mid_stream(pipe, processors):
     p = pipe(partitions=4)
     samples = make_samples(30_000, poison_per_kind=0.005, seed=6)
-    stop = threading.Event()
-    feeder = produce_slowly(p, samples, chunks=60, stop=stop)
-    first = processors(p.config, "a")
-    wait_for(lambda: p.committed_total() > 2_000, 60, "the first instance committing")
+    feeder, first = live_stream(p, processors, samples, chunks=60, instance="a", committed=2_000)
     second = processors(p.config, "b")
     wait_for(lambda: p.committed_total() > 12_000, 120, "both instances committing")
     assert first.terminate() == 0, first.log()[-3000:]
