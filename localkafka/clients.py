@@ -11,6 +11,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
+_LEADER_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION}
 _COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
                        KafkaError.COORDINATOR_NOT_AVAILABLE}
 
@@ -141,7 +143,9 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
                 return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
                         for p in meta.partitions}
             except KafkaException as exc:
-                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in _LEADER_MOVING) \
+                        or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
     finally:
