@@ -130,7 +130,7 @@ class LocalBroker:
             return s
         port, cport = self._asked
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         s = BrokerSettings(port=port or free_port(), controller_port=cport or free_port(),
                            version=kafka_version(), cluster_id=cluster_id,
                            sasl_port=free_port() if self.scram_users else None)
@@ -289,3 +289,12 @@ class LocalBroker:
         elif not self._signal("broker", signal.SIGTERM, timeout):
             self.kill()
         return self.start(timeout)
+
+
+def _cluster_id() -> str:
+    """A random Kafka cluster id, never starting with "-" (the storage tool would take it
+    for an option; Kafka's own Uuid.randomUuid() avoids those too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

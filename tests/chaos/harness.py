@@ -7,6 +7,7 @@ injects faults at random moments: kill -9 of an instance, SIGTERM, a hard restar
 of the broker, an instance joining or leaving. Then an independent read_committed reader
 checks that every good order has exactly one output and every poison order exactly one
 dead-letter record, and that the committed offsets reach the end. Prints a summary.
+With `--feed-seconds S` the input is produced over S seconds instead of before the start.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from tests.processes import ProcessorProcess, write_config
 from tests.verify import verify
 
 FAULTS = ("kill", "sigterm", "broker", "join", "leave")
+FEED_CHUNK_SECONDS = 0.5
 
 
 @dataclass
@@ -56,9 +59,47 @@ class Summary:
                 f"{self.elapsed:.0f}s -> {'OK' if self.ok else 'FAILED'}")
 
 
+class Feeder(threading.Thread):
+    """Produces the input: at once, or spread over `seconds` so faults land mid-stream
+    however fast the processors are."""
+
+    def __init__(self, bootstrap: str, topic: str, samples: list, seconds: float):
+        super().__init__(name="feeder", daemon=True)
+        self.bootstrap, self.topic, self.samples, self.seconds = bootstrap, topic, samples, seconds
+        self.error: BaseException | None = None
+        if seconds <= 0:
+            self.run()
+        else:
+            self.start()
+
+    def run(self) -> None:
+        chunks = max(1, int(self.seconds / FEED_CHUNK_SECONDS))
+        size = -(-len(self.samples) // chunks)
+        began = time.monotonic()
+        try:
+            for n, i in enumerate(range(0, len(self.samples), size)):
+                produce(self.bootstrap, self.topic, [(s.key, s.value) for s in self.samples[i:i + size]])
+                pause = began + (n + 1) * self.seconds / chunks - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)  # pacing the load, not waiting on a race
+        except BaseException as exc:  # noqa: BLE001 - raised by finish()
+            self.error = exc
+
+    def done(self) -> bool:
+        return not self.is_alive()
+
+    def finish(self) -> None:
+        if self.is_alive():
+            self.join()
+        if self.error is not None:
+            raise self.error
+
+
 class Chaos:
-    def __init__(self, workdir: Path, records: int, seed: int, faults: int, max_instances: int = 3):
+    def __init__(self, workdir: Path, records: int, seed: int, faults: int, max_instances: int = 3,
+                 feed_seconds: float = 0.0):
         self.workdir, self.records, self.faults_budget = workdir, records, faults
+        self.feed_seconds = feed_seconds  # 0: the input is all there before the first instance
         self.rng = random.Random(seed)
         self.max_instances = max_instances
         self.broker = LocalBroker(workdir / "kafka")
@@ -77,15 +118,16 @@ class Chaos:
                                        input_topic=self.topics[0], output_topic=self.topics[1],
                                        dead_letter_topic=self.topics[2], app_id="chaos")
             samples = make_samples(self.records, poison_per_kind=0.0025, seed=self.seed)
-            produce(bootstrap, self.topics[0], [(s.key, s.value) for s in samples])
+            feeder = Feeder(bootstrap, self.topics[0], samples, self.feed_seconds)
             self._start(self._new_id())
             for _ in range(self.faults_budget):
-                if self._all_committed():
+                if feeder.done() and self._all_committed():
                     break
                 wait_for(lambda: self.rng.random() < 0.1, 30, "a random moment", interval=0.1)
                 self._inject(self.rng.choice(FAULTS))
             if not self.running:
                 self._start(self._new_id())
+            feeder.finish()
             wait_for(self._all_committed, 600, "every input committed", interval=1.0)
             for name in list(self.running):
                 self._stop(name, leaving=True)
@@ -151,10 +193,13 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--faults", type=int, default=40)
+    parser.add_argument("--feed-seconds", type=float, default=0.0,
+                        help="spread producing the input over this long (default: all before the start)")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
-    summary = Chaos(workdir, args.records, args.seed, args.faults).run()
+    summary = Chaos(workdir, args.records, args.seed, args.faults,
+                    feed_seconds=args.feed_seconds).run()
     print(summary)
     print(f"logs in {workdir}")
     return 0 if summary.ok else 1
