@@ -69,9 +69,7 @@ def _check_overrides(section: str, overrides: dict[str, Any], fixed: dict[str, A
 # queue holds queued.min.messages: a fast loop drains 100,000 records well within that second
 # and then waits out the rest of it (measured: half the run time of a pass-through)
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 10}
-# a failed delivery fails the commit anyway; a report per delivered record would only cost a
-# callback each (with the GIL) when the commit flushes
-PRODUCER_DEFAULTS = {"linger.ms": 5, "delivery.report.only.error": True}
+PRODUCER_DEFAULTS = {"linger.ms": 5}
 
 
 def consumer_settings(config: Config) -> dict[str, Any]:

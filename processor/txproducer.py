@@ -89,7 +89,6 @@ class TransactionalProducer:
         self.reachability = reachability
         self.stuck: list[Producer] = []  # replaced producers: destroying one would block too
         self.in_transaction = False
-        self.offsets_sent = False
 
     def init(self) -> None:
         self._call(self.producer.init_transactions, self.timeout)
@@ -97,17 +96,13 @@ class TransactionalProducer:
     def begin(self) -> None:
         self._call(self.producer.begin_transaction)
         self.in_transaction = True
-        self.offsets_sent = False
 
     def commit(self, offsets, group_metadata) -> None:
-        self._call(self._send_offsets_and_commit, offsets, group_metadata)
+        # two calls, each bound to this producer: a call left stuck behind a replaced producer
+        # must never reach the new one (it would commit the new one's open transaction)
+        self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout)
+        self._call(self.producer.commit_transaction, self.timeout)
         self.in_transaction = False
-
-    def _send_offsets_and_commit(self, offsets, group_metadata) -> None:
-        if not self.offsets_sent:  # a commit retried after a timeout sends them only once
-            self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout)
-            self.offsets_sent = True
-        self.producer.commit_transaction(self.timeout)
 
     def abort(self) -> None:
         if self.in_transaction:
@@ -115,7 +110,7 @@ class TransactionalProducer:
             self.in_transaction = False
 
     def _call(self, fn: Callable, *args, abortable: bool = True) -> Any:
-        name = fn.__name__.lstrip("_")
+        name = fn.__name__
         while True:
             call = _Call(fn, args)
             call.start()
