@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
-log = logging.getLogger("processor.engine")
+log = logging.getLogger("processor.pausing")
 
 
 class Pause:
