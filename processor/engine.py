@@ -60,7 +60,6 @@ class Engine:
         self.executor = ThreadPoolExecutor(concurrency, "transform") if concurrency > 1 else None
         self.consume_batch = min(CONSUME_BATCH, concurrency * 4) if self.executor else CONSUME_BATCH
         self.retry_backoff = retry_backoff_s
-        self.seconds_until_probe = seconds_until_probe
         self.pause = Pause(consumer, seconds_until_probe, clock)
         self.progressed = clock()  # when the loop last moved on: the watchdog reads it
         self.assigned: set[tuple[str, int]] = set()
@@ -122,7 +121,7 @@ class Engine:
         except RetryLaterError as exc:
             log.warning("aborting the transaction to retry its records later: %s", exc)
             self._abort(records[uncommitted:])
-            self.pause.start(max(self.seconds_until_probe(), self.retry_backoff),
+            self.pause.start(max(self.pause.seconds_until_probe(), self.retry_backoff),
                              self._assigned_partitions())
         except AbortTransaction as exc:
             log.warning("aborting the transaction and processing its records again: %s", exc)

@@ -16,7 +16,6 @@ import argparse
 import random
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,12 +23,12 @@ from pathlib import Path
 
 from examples.orders import make_samples
 from localkafka import LocalBroker
-from localkafka.clients import committed_offsets, create_topics, end_offsets, produce, wait_for
+from localkafka.clients import committed_offsets, create_topics, end_offsets, wait_for
+from tests.feeder import Feeder
 from tests.processes import ProcessorProcess, write_config
 from tests.verify import verify
 
 FAULTS = ("kill", "sigterm", "broker", "join", "leave")
-FEED_CHUNK_SECONDS = 0.5
 
 
 @dataclass
@@ -57,42 +56,6 @@ class Summary:
                 f"{self.duplicated}, unexpected {self.unexpected}, offsets at end "
                 f"{self.offsets_at_end}, bad exits {self.bad_exits or 'none'}; "
                 f"{self.elapsed:.0f}s -> {'OK' if self.ok else 'FAILED'}")
-
-
-class Feeder(threading.Thread):
-    """Produces the input: at once, or spread over `seconds` so faults land mid-stream
-    however fast the processors are."""
-
-    def __init__(self, bootstrap: str, topic: str, samples: list, seconds: float):
-        super().__init__(name="feeder", daemon=True)
-        self.bootstrap, self.topic, self.samples, self.seconds = bootstrap, topic, samples, seconds
-        self.error: BaseException | None = None
-        if seconds <= 0:
-            self.run()
-        else:
-            self.start()
-
-    def run(self) -> None:
-        chunks = max(1, int(self.seconds / FEED_CHUNK_SECONDS))
-        size = -(-len(self.samples) // chunks)
-        began = time.monotonic()
-        try:
-            for n, i in enumerate(range(0, len(self.samples), size)):
-                produce(self.bootstrap, self.topic, [(s.key, s.value) for s in self.samples[i:i + size]])
-                pause = began + (n + 1) * self.seconds / chunks - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)  # pacing the load, not waiting on a race
-        except BaseException as exc:  # noqa: BLE001 - raised by finish()
-            self.error = exc
-
-    def done(self) -> bool:
-        return not self.is_alive()
-
-    def finish(self) -> None:
-        if self.is_alive():
-            self.join()
-        if self.error is not None:
-            raise self.error
 
 
 class Chaos:

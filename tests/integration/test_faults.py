@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-import threading
-import time
 
 import pytest
 
 from examples.orders import make_samples
 from localkafka.clients import wait_for
+from tests.feeder import Feeder
+from tests.processes import ProcessorProcess
 
 pytestmark = pytest.mark.kafka
 
@@ -40,24 +40,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors)
     assert verdict.ok, verdict
 
 
-def produce_slowly(p, samples, chunks: int) -> threading.Thread:
-    """Feed the input in chunks, so the processors work on a live stream."""
-    size = -(-len(samples) // chunks)
-
-    def feed():
-        for i in range(0, len(samples), size):
-            p.feed(samples[i:i + size])
-            time.sleep(0.25)  # pacing the load, not waiting on a race
-
-    thread = threading.Thread(target=feed, daemon=True)
-    thread.start()
-    return thread
-
-
-def live_stream(p, processors, samples, chunks: int, instance: str, committed: int):
+def live_stream(p, processors, samples, chunks: int, instance: str,
+                committed: int) -> tuple[Feeder, ProcessorProcess]:
     """Feed `samples` in chunks while `instance` runs; return the feeder and the instance
     once more than `committed` inputs are committed."""
-    feeder = produce_slowly(p, samples, chunks)
+    feeder = Feeder(p.bootstrap, p.input, samples, seconds=chunks * 0.25)
     proc = processors(p.config, instance)
     wait_for(lambda: p.committed_total() > committed, 60, f"{instance} committing")
     return feeder, proc
@@ -71,7 +58,7 @@ def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors):
 
     assert first.proc.wait(120) != 0
     assert "fenced" in first.log().lower() or "fatal" in first.log().lower(), first.log()[-2000:]
-    feeder.join(120)
+    feeder.finish()
     p.drain(second, 180)
     verdict = p.verify(samples)
     assert verdict.ok, verdict
@@ -84,7 +71,7 @@ def test_instances_joining_and_leaving_mid_stream(pipe, processors):
     second = processors(p.config, "b")
     wait_for(lambda: p.committed_total() > 12_000, 120, "both instances committing")
     assert first.terminate() == 0, first.log()[-3000:]
-    feeder.join(120)
+    feeder.finish()
     p.drain(second, 180)
 
     assert "assigned" in second.log()
