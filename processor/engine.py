@@ -21,7 +21,7 @@ from processor.deadletter import Failure, dead_letter_headers
 from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
 from processor.pausing import Pause
-from processor.pipeline import Encoded, Pipeline, RetryLater
+from processor.pipeline import Encoded, Outcome, Pipeline, RetryLater
 from processor.transaction import Transaction
 from processor.txproducer import AbortTransaction, TransactionalProducer
 
@@ -102,7 +102,7 @@ class Engine:
         elif self.reachability.probe_due(PROBE_SECONDS):
             self._probe()
         records = messages
-        if any(msg.error() for msg in messages):  # rare: keep the loop below free of checks
+        if any(map(Message.error, messages)):  # rare: keep the loop below free of checks
             for msg in messages:
                 if msg.error():
                     self._consumer_error(msg.error())
@@ -110,12 +110,13 @@ class Engine:
         if self.executor:  # one deadline for the whole batch: it bounds the transaction too
             deadline = self.clock() + self.pipeline.record_deadline_s
             outcomes = self.executor.map(partial(self.pipeline.process, deadline=deadline), records)
-        else:  # lazily, one record at a time, so commits fall between records
-            outcomes = map(self.pipeline.process, records)
+            fill = partial(self._fill_outcomes, outcomes)
+        else:  # one record at a time, so commits fall between records
+            fill = self._fill
         uncommitted = 0  # records[uncommitted:] are in no committed transaction
         try:
             while uncommitted < len(records):
-                uncommitted = self._fill(records, outcomes, uncommitted)
+                uncommitted = fill(records, uncommitted)
             if self.txn is not None and self.clock() >= self.txn.deadline:
                 self._commit()
         except RetryLaterError as exc:
@@ -128,37 +129,42 @@ class Engine:
             self._abort(records[uncommitted:])
 
     # -- per record ------------------------------------------------------------------------
-    def _fill(self, records: list[Message], outcomes: Iterator, start: int) -> int:
-        """Produce the outcomes of records[start:] until the batch ends or the transaction is
-        due, then commit if due; returns the index of the first record left. This is the hot
-        path: a record that yields one output costs a produce call and a clock read."""
+    def _fill(self, records: list[Message], start: int) -> int:
+        """Process and produce records[start:] until the batch ends or the transaction is
+        due, then commit if due; returns the index of the first record left."""
         txn = self.txn or self._begin()
-        produce, clock, deadline = self.txp.producer.produce, self.clock, txn.deadline
+        fill, produce, deadline = self.pipeline.fill, self.txp.producer.produce, txn.deadline
+        i = start
+        while i < len(records):
+            i, outcome = fill(records, i, produce, deadline)
+            if outcome is None:  # the batch ended or the transaction is due
+                break
+            self._other(records[i], outcome)
+            i += 1
+            if self.clock() >= deadline:
+                break
+        return self._added(txn, records, start, i)
+
+    def _fill_outcomes(self, outcomes: Iterator[Outcome], records: list[Message], start: int) -> int:
+        """As `_fill`, for outcomes processed concurrently (`outcomes` yields records[start:]'s)."""
+        txn = self.txn or self._begin()
         i = start
         for outcome in outcomes:
-            if type(outcome) is tuple:
-                topic, value, key, headers = outcome
-                try:
-                    if headers is None:
-                        produce(topic, value, key)
-                    else:
-                        produce(topic, value, key, headers=headers)
-                except BufferError:  # the queue is full: slow down to its pace
-                    self._produce([outcome])
-                except KafkaException as exc:  # refused before sending: deterministic for this record
-                    self._other(records[i], Failure("produce", exc))
-            else:
-                self._other(records[i], outcome)
+            self._other(records[i], [outcome] if type(outcome) is tuple else outcome)
             i += 1
-            if clock() >= deadline:
+            if self.clock() >= txn.deadline:
                 break
-        txn.add(records, start, i)
-        if clock() >= deadline or txn.inputs >= self.max_batch:
+        return self._added(txn, records, start, i)
+
+    def _added(self, txn: Transaction, records: list[Message], start: int, end: int) -> int:
+        txn.add(records, start, end)
+        if self.clock() >= txn.deadline or txn.inputs >= self.max_batch:
             self._commit()
-        return i
+        return end
 
     def _other(self, msg: Message, result: list[Encoded] | Failure | RetryLater) -> None:
-        """A record with no output, several outputs, or a failure."""
+        """A record with no output, several outputs (or one the full queue did not take yet),
+        or a failure."""
         txn = self.txn
         txn.others += 1
         if type(result) is list:

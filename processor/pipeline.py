@@ -1,16 +1,18 @@
-"""One input message to its encoded outputs, or to the `Failure` that makes it poison.
+"""Input messages to produced outputs, or to the `Failure` that makes one poison.
 
-This is the per-record hot path: outputs are plain tuples, codecs are bound once, and the
-`Record` reads message fields only when the transform asks for them.
+This is the per-record hot path: one loop decodes, transforms, encodes and produces, with
+codecs bound once; outputs are plain tuples; the `Record` reads message fields only when the
+transform asks for them.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 from processor.codecs import BytesCodec, Codec
 from processor.deadletter import Failure
@@ -37,8 +39,12 @@ def _bound(codec: Codec, name: str):
     return None if isinstance(codec, BytesCodec) else getattr(codec, name)
 
 
+Outcome = Encoded | list[Encoded] | Failure | RetryLater
+
+
 class Pipeline:
-    """`process(msg)` turns one input message into what the engine produces."""
+    """`fill(records, start, produce, txn_deadline)` produces a batch's outputs, and
+    `process(msg)` turns one input message into what should be produced."""
 
     def __init__(self, app_id: str, transform: Transform, input_key: Codec, input_value: Codec,
                  output_topic: str, output_key: Codec, output_value: Codec,
@@ -49,50 +55,93 @@ class Pipeline:
         self.encode_key, self.encode_value = output_key.encode, output_value.encode
         self.reuse_input_key = reuse_input_key  # same key format in and out: keep the raw bytes
         self.record_deadline_s = record_deadline_s
-        self.process = self._compile(transform, _bound(input_key, "decode"),
-                                     _bound(input_value, "decode"),
-                                     isinstance(output_value, BytesCodec), uses_deadlines, clock)
+        self.fill = self._compile(transform, _bound(input_key, "decode"), _bound(input_value, "decode"),
+                                  isinstance(output_value, BytesCodec), uses_deadlines, clock)
+
+    def process(self, msg: Message, deadline: float | None = None) -> Outcome:
+        """One message's outcome, produced nowhere: one output as a bare tuple, several (or
+        none) as a list, or why there is none. `deadline` (monotonic) bounds its calls."""
+        collected: list[Encoded] = []
+
+        def collect(topic, value, key, headers=None):
+            collected.append((topic, value, key, headers))
+
+        _, outcome = self.fill([msg], 0, collect, math.inf, deadline)
+        return collected[0] if outcome is None else outcome
 
     def _compile(self, transform: Transform, decode_key, decode_value, raw_value_out: bool,
                  uses_deadlines: bool, clock: Callable[[], float]):
-        """The per-record function, with everything it needs bound as local names (the hot
-        path reads no attributes). Only calls through a dependency read deadlines."""
-        app_id, output_topic, record_deadline_s = self.app_id, self.output_topic, self.record_deadline_s
+        """The hot loop, with everything it needs bound as local names (it reads no
+        attributes) and the common case inline: a record that becomes one plain value with
+        the input's key and headers costs one produce call and a clock read. Only calls
+        through a dependency read deadlines."""
+        output_topic, record_deadline_s = self.output_topic, self.record_deadline_s
+        record_of = Record.of_app(self.app_id)
         encode_key, encode_value, reuse_input_key = self.encode_key, self.encode_value, self.reuse_input_key
         outputs_of, encode = self._outputs, self._encode
+        raw_in = decode_key is None and decode_value is None
+        raw_out = raw_value_out and reuse_input_key  # bytes from the transform go out as they are
 
-        def process(msg: Message, deadline: float | None = None) -> Encoded | list[Encoded] | Failure | RetryLater:
-            """One output to the output topic as a bare tuple (the common case), else a list.
-            `deadline` (monotonic) bounds the record's calls and retries; by default
-            `record_deadline_s` from now."""
-            raw_key = msg.key()
-            try:
-                key = raw_key if decode_key is None else decode_key(raw_key)
-                value = msg.value() if decode_value is None else decode_value(msg.value())
-            except Exception as exc:
-                return Failure("deserialize", exc)
-            if uses_deadlines:
-                set_record_deadline(deadline if deadline is not None else clock() + record_deadline_s)
-            try:
-                result = transform(Record(key, value, msg, app_id))
-                outputs = None if type(result) in _PLAIN else outputs_of(result)
-            except Transient as exc:
-                return RetryLater(exc)
-            except Exception as exc:
-                return Failure("transform", exc, attempts_of(exc))
-            finally:
+        def fill(records: list[Message], start: int, produce: Callable, txn_deadline: float,
+                 record_deadline: float | None = None) -> tuple[int, Outcome | None]:
+            """Produce the outputs of records[start:] until one needs more than a produce
+            call (none or several outputs, a failure, a full queue) or `txn_deadline` passes.
+            Returns the index of the first record not done and, if it stopped on a record,
+            that record's outcome for the caller to finish. A record's calls and retries are
+            bounded by `record_deadline`, by default `record_deadline_s` from its start."""
+            i = start
+            for msg in records[start:] if start else records:
+                raw_key = msg.key()
+                if raw_in:
+                    key, value = raw_key, msg.value()
+                else:
+                    try:
+                        key = raw_key if decode_key is None else decode_key(raw_key)
+                        value = msg.value() if decode_value is None else decode_value(msg.value())
+                    except Exception as exc:
+                        return i, Failure("deserialize", exc)
                 if uses_deadlines:
-                    set_record_deadline(None)
-            try:
-                if outputs is None:  # the common case: one plain value, the input's key and headers
-                    value_out = result if raw_value_out and type(result) is bytes else encode_value(result)
-                    return (output_topic, value_out, raw_key if reuse_input_key else encode_key(key),
-                            msg.headers())
-                return [encode(out, msg, key) for out in outputs]
-            except Exception as exc:
-                return Failure("serialize", exc)
+                    set_record_deadline(record_deadline if record_deadline is not None
+                                        else clock() + record_deadline_s)
+                try:
+                    result = transform(record_of(key, value, msg))
+                    as_is = raw_out and type(result) is bytes
+                    if not as_is:  # a generator transform runs here, within its deadline
+                        outputs = None if type(result) in _PLAIN else outputs_of(result)
+                except Transient as exc:
+                    return i, RetryLater(exc)
+                except Exception as exc:
+                    return i, Failure("transform", exc, attempts_of(exc))
+                finally:
+                    if uses_deadlines:
+                        set_record_deadline(None)
+                if as_is:
+                    value_out, key_out = result, raw_key
+                else:
+                    try:
+                        if outputs is not None:
+                            return i, [encode(out, msg, key) for out in outputs]
+                        # one plain value with the input's key and headers
+                        value_out = result if raw_value_out and type(result) is bytes else encode_value(result)
+                        key_out = raw_key if reuse_input_key else encode_key(key)
+                    except Exception as exc:
+                        return i, Failure("serialize", exc)
+                headers = msg.headers()
+                try:
+                    if headers is None:  # a headers=None keyword would cost as much as a check
+                        produce(output_topic, value_out, key_out)
+                    else:
+                        produce(output_topic, value_out, key_out, headers=headers)
+                except BufferError:  # the queue is full: the caller waits for room
+                    return i, [(output_topic, value_out, key_out, headers)]
+                except KafkaException as exc:  # refused before sending: deterministic for this record
+                    return i, Failure("produce", exc)
+                i += 1
+                if clock() >= txn_deadline:
+                    break
+            return i, None
 
-        return process
+        return fill
 
     @staticmethod
     def _outputs(result) -> list[Output] | None:

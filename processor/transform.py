@@ -24,10 +24,16 @@ class Record:
     `idempotency_key`, the same for this record after any retry, abort, crash or rebalance.
     Fields other than key and value are read from the message only when asked for."""
 
-    __slots__ = ("key", "value", "_msg", "_app_id")
+    __slots__ = ("key", "value", "_msg")
+    _app_id = ""  # set by `of_app`: one argument less to pass per record
 
-    def __init__(self, key: Any, value: Any, msg: Message, app_id: str):
-        self.key, self.value, self._msg, self._app_id = key, value, msg, app_id
+    def __init__(self, key: Any, value: Any, msg: Message):
+        self.key, self.value, self._msg = key, value, msg
+
+    @classmethod
+    def of_app(cls, app_id: str) -> type[Record]:
+        """The Record class of one application (its id goes into idempotency keys)."""
+        return type(cls.__name__, (cls,), {"__slots__": (), "_app_id": app_id})
 
     @property
     def headers(self) -> Headers:
