@@ -117,6 +117,9 @@ class Engine:
         try:
             while uncommitted < len(records):
                 uncommitted = fill(records, uncommitted)
+            # serve delivery reports as they come: librdkafka frees a sent record only then, and
+            # left to the commit, tens of thousands pile up (measured: ~15% more CPU per record)
+            self.txp.producer.poll(0)
             if self.txn is not None and self.clock() >= self.txn.deadline:
                 self._commit()
         except RetryLaterError as exc:
