@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from processor.codecs import JsonCodec, StringCodec
+from processor.codecs import BytesCodec, JsonCodec, StringCodec
 from processor.deadletter import Failure, dead_letter_headers
-from processor.pipeline import Pipeline
+from processor.pipeline import CHECK_EVERY, Pipeline
 from processor.transform import Output, Poison
 from tests.messages import message
 
@@ -69,3 +69,56 @@ def test_dead_letter_headers_and_bounded_stacktrace():
     assert values["__processor.errors.exception"] == b"ValueError"
     assert len(values["__processor.errors.stacktrace"]) == 500
     assert values["__processor.errors.stacktrace"].endswith(b"boom \n")
+
+
+class SteppedClock:
+    """Time that moves only when a transform says it took some."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def filled(transform, clock, records: int = 100, txn_deadline: float = 5.0, uses_deadlines=False) -> int:
+    pipe = Pipeline("app", transform, BytesCodec(), BytesCodec(), "out", BytesCodec(), BytesCodec(),
+                    True, uses_deadlines=uses_deadlines, clock=clock)
+    msgs = [message("in", 0, n, b"k", b"v") for n in range(records)]
+    produced = []
+    done, outcome = pipe.fill(msgs, 0, lambda *out: produced.append(out), txn_deadline)
+    assert outcome is None and len(produced) == done
+    return done
+
+
+def slow_after(fast: int, seconds: float, clock: SteppedClock):
+    calls = []
+
+    def transform(record):
+        calls.append(1)
+        if len(calls) > fast:
+            clock.now += seconds
+        return record.value
+
+    return transform
+
+
+def test_fast_records_fill_the_batch():
+    clock = SteppedClock()
+    assert filled(slow_after(100, 0, clock), clock) == 100
+
+
+def test_slow_records_stop_at_the_transaction_deadline():
+    clock = SteppedClock()  # 0.3 s each: the record that ends after 5 s is the last one
+    assert filled(slow_after(0, 0.3, clock), clock) == 17
+
+
+def test_records_turning_slow_overrun_the_deadline_by_less_than_a_check_interval():
+    clock = SteppedClock()  # fast at first: the clock is read only every CHECK_EVERY records
+    done = filled(slow_after(40, 10.0, clock), clock)
+    assert 40 < done <= 40 + CHECK_EVERY
+
+
+def test_records_under_record_deadlines_stop_at_the_transaction_deadline():
+    clock = SteppedClock()
+    assert filled(slow_after(40, 10.0, clock), clock, uses_deadlines=True) == 41
