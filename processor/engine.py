@@ -64,6 +64,9 @@ class Engine:
         self.progressed = clock()  # when the loop last moved on: the watchdog reads it
         self.assigned: set[tuple[str, int]] = set()
         self._callback_error: BaseException | None = None
+        # records (topic, partition, offset) one of whose several outputs Kafka refused: when
+        # processed again, they go to the dead-letter topic without outputs (until committed)
+        self.refused: dict[tuple[str, int, int], Failure] = {}
         self.ready = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -171,13 +174,25 @@ class Engine:
         txn = self.txn
         txn.others += 1
         if type(result) is list:
-            try:
-                self._produce(result)
-            except KafkaException as exc:  # refused before sending: deterministic for this record
-                self._dead_letter(msg, Failure("produce", exc))
-            else:
-                for out in result:
-                    txn.produced[out[0]] += 1
+            where = (msg.topic(), msg.partition(), msg.offset())
+            refused = self.refused.get(where)
+            if refused is not None:  # an output was refused when this record was last processed
+                self._dead_letter(msg, refused)
+                return
+            for n, out in enumerate(result):
+                try:
+                    self._produce([out])
+                except KafkaException as exc:  # refused before sending: deterministic for this record
+                    if n == 0:
+                        self._dead_letter(msg, Failure("produce", exc))
+                        return
+                    # outputs of the record are in the transaction already: process it again
+                    # in a new one and dead-letter it alone
+                    self.refused[where] = Failure("produce", exc)
+                    raise AbortTransaction(f"output {n + 1} of {len(result)} of record "
+                                           f"{where[0]} [{where[1]}] @{where[2]} was refused: "
+                                           f"{kafka_error(exc).str()}") from exc
+                txn.produced[out[0]] += 1
         elif isinstance(result, RetryLater):
             raise RetryLaterError(f"{type(result.error).__name__}: {result.error}")
         else:
@@ -218,6 +233,10 @@ class Engine:
         self.txp.commit(offsets, self.consumer.consumer_group_metadata())
         self.txn = None
         self.progressed = self.clock()
+        if self.refused:  # the dead letters of those committed are in for good
+            ends = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+            self.refused = {where: failure for where, failure in self.refused.items()
+                            if where[2] >= ends.get(where[:2], 0)}
         self.metrics.committed(txn.consumed, txn.produced_by_topic(self.pipeline.output_topic),
                                txn.dead_lettered, txn.inputs, self.progressed - began)
         for tp in offsets:  # watermarks cached from fetch responses: no request to the broker
@@ -270,6 +289,7 @@ class Engine:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self.refused.clear()  # whoever processes them next finds out again
         self.pause.reapply(partitions)
         self.metrics.rebalances.labels("assigned").inc()
         self.ready.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections import defaultdict
 
 import fastavro
@@ -10,6 +11,7 @@ import pytest
 
 from examples.orders import make_samples
 from localkafka.clients import produce, read_all
+from tests.transforms import OVERSIZED_EVERY
 from tests.verify import ENRICHED
 
 pytestmark = pytest.mark.kafka
@@ -72,3 +74,21 @@ def test_outputs_keep_each_input_partitions_order(pipe, processors):
     assert sum(len(v) for v in offsets_seen.values()) == 3_000
     for offsets in offsets_seen.values():
         assert offsets == sorted(offsets)
+
+
+def test_a_refused_output_of_several_dead_letters_the_record_with_none_of_its_outputs(pipe, processors):
+    p = pipe(partitions=2, transform="tests.transforms:two_outputs_one_oversized",
+             output_value={"format": "json"})
+    samples = make_samples(1_000, poison_per_kind=0.0, seed=4)
+    p.process_all(processors, samples)
+
+    refused = {s.order_id for s in samples if int(s.order_id.rsplit("-", 1)[1]) % OVERSIZED_EVERY == 0}
+    outputs = defaultdict(list)
+    for record in read_all(p.bootstrap, p.output):
+        value = json.loads(record.value)
+        outputs[value["order_id"]].append(value["part"])
+    assert {o for o in outputs if o in refused} == set(), "no output of a refused record"
+    assert outputs == {s.order_id: [1, 2] for s in samples if s.order_id not in refused}
+    dead = read_all(p.bootstrap, p.dead_letter)
+    assert sorted(r.key.decode() for r in dead) == sorted(refused)
+    assert {r.headers["__processor.errors.stage"] for r in dead} == {b"produce"}
