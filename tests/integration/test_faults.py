@@ -80,9 +80,9 @@ def test_instances_joining_and_leaving_mid_stream(pipe, processors):
 def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
     p = pipe(partitions=3)
     samples = make_samples(60_000, poison_per_kind=0.005, seed=12)
-    p.feed(samples)
+    feeder = Feeder(p.bootstrap, p.input, samples, seconds=10)  # a live stream, however fast we are
     stops = 0
-    while not p.committed_all():
+    while not (feeder.done() and p.committed_all()):
         before = p.committed_total()
         proc = processors(p.config, "graceful")
         wait_for(lambda: p.committed_total() > before or p.committed_all(), 120, "progress")
@@ -90,6 +90,7 @@ def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
         assert "stopped after" in proc.log().splitlines()[-1]
         stops += 1
         assert stops <= 30, "no end in sight"
+    feeder.finish()
 
     assert stops >= 2
     verdict = p.verify(samples)
