@@ -7,6 +7,7 @@ import pytest
 from examples.orders import make_samples
 from localkafka.clients import create_topics, unique_name, wait_for
 from tests.conftest import Pipe
+from tests.feeder import Feeder
 from tests.processes import write_config
 
 pytestmark = pytest.mark.kafka
@@ -26,11 +27,13 @@ def private_pipe(broker, tmp_path, **config) -> Pipe:
 def test_survives_a_broker_restart_mid_stream(private_broker, tmp_path, processors, hard):
     p = private_pipe(private_broker, tmp_path)
     samples = make_samples(40_000, poison_per_kind=0.005, seed=9)
-    p.feed(samples)
+    feeder = Feeder(p.bootstrap, p.input, samples, seconds=12)  # a live stream, however fast we are
     proc = processors(p.config, "survivor")
     wait_for(lambda: p.committed_total() > 5_000, 60, "processing under way")
 
+    assert not feeder.done(), "the stream ended before the restart: feed it longer"
     private_broker.restart(hard=hard)
+    feeder.finish()
 
     wait_for(lambda: not proc.running() or p.committed_all(), 150, "all inputs committed")
     assert proc.running(), proc.log()[-3000:]
