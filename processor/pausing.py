@@ -39,7 +39,8 @@ class Pause:
         log.info("consumption resumed")
 
     def reapply(self, partitions: list[TopicPartition]) -> None:
-        """Called on assignment: a pause outlives a rebalance."""
+        """Called on assignment: a pause covers partitions new to this consumer too (they
+        come unpaused; those it had paused stay so)."""
         if self.until is not None:
             self.consumer.assign(partitions)
             self.consumer.pause(partitions)
