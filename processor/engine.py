@@ -22,6 +22,7 @@ from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
 from processor.pausing import Pause
 from processor.pipeline import Encoded, Outcome, Pipeline, RetryLater
+from processor.topics import MissingTopic, Topics
 from processor.transaction import Transaction
 from processor.txproducer import AbortTransaction, TransactionalProducer
 
@@ -61,6 +62,7 @@ class Engine:
         self.consume_batch = min(CONSUME_BATCH, concurrency * 4) if self.executor else CONSUME_BATCH
         self.retry_backoff = retry_backoff_s
         self.pause = Pause(consumer, seconds_until_probe, clock)
+        self.output_topics = Topics(consumer)
         self.progressed = clock()  # when the loop last moved on: the watchdog reads it
         self.assigned: set[tuple[str, int]] = set()
         self._callback_error: BaseException | None = None
@@ -73,6 +75,7 @@ class Engine:
     def run(self, stopping: threading.Event) -> None:
         """Process until `stopping` is set, then settle the open transaction and leave the group."""
         self.txp.init()
+        self._require_topics(self.pipeline.output_topic, self.dead_letter_topic)
         self.consumer.subscribe(self.topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
@@ -175,9 +178,9 @@ class Engine:
         txn.others += 1
         if type(result) is list:
             where = (msg.topic(), msg.partition(), msg.offset())
-            refused = self.refused.get(where)
+            refused = self.refused.get(where) or self._missing_topic(result)
             if refused is not None:  # an output was refused when this record was last processed
-                self._dead_letter(msg, refused)
+                self._dead_letter(msg, refused)  # (or it names a topic that does not exist)
                 return
             for n, out in enumerate(result):
                 try:
@@ -197,6 +200,28 @@ class Engine:
             raise RetryLaterError(f"{type(result.error).__name__}: {result.error}")
         else:
             self._dead_letter(msg, result)
+
+    def _missing_topic(self, outputs: list[Encoded]) -> Failure | None:
+        try:
+            missing = [topic for topic in {out[0] for out in outputs} if self.output_topics.missing(topic)]
+        except KafkaException as exc:
+            raise AbortTransaction(f"could not ask Kafka whether output topics exist: "
+                                   f"{kafka_error(exc).str()}") from exc
+        if missing:
+            return Failure("produce", MissingTopic(f"output topic {missing[0]!r} does not exist"))
+        return None
+
+    def _require_topics(self, *topics: str) -> None:
+        """Refuse to start without the topics every run writes to (unless Kafka does not
+        answer yet: the reachability bound decides then)."""
+        for topic in topics:
+            try:
+                missing = self.output_topics.missing(topic)
+            except KafkaException as exc:
+                log.warning("could not ask Kafka whether topic %r exists: %s", topic, kafka_error(exc).str())
+                return
+            if missing:
+                raise FatalError(f"topic {topic!r} does not exist: create it (the processor does not)")
 
     def _begin(self) -> Transaction:
         self.txp.begin()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from processor.transform import Output
 
 OVERSIZED_EVERY = 50  # orders whose number is a multiple of it get an output Kafka refuses
@@ -13,3 +15,11 @@ def two_outputs_one_oversized(record):
     oversized = int(order_id.rsplit("-", 1)[1]) % OVERSIZED_EVERY == 0
     return [Output({"order_id": order_id, "part": 1}),
             Output({"order_id": order_id, "part": 2, "pad": "x" * (2_000_000 if oversized else 10)})]
+
+
+def some_to_a_missing_topic(record):
+    """Every OVERSIZED_EVERY-th order goes to the topic named by $MISSING_TOPIC (not created)."""
+    order_id = record.value["order_id"]
+    if int(order_id.rsplit("-", 1)[1]) % OVERSIZED_EVERY == 0:
+        return Output({"order_id": order_id}, topic=os.environ["MISSING_TOPIC"])
+    return {"order_id": order_id}
