@@ -74,8 +74,8 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------
     def run(self, stopping: threading.Event) -> None:
         """Process until `stopping` is set, then settle the open transaction and leave the group."""
-        self.txp.init()
         self._require_topics(self.pipeline.output_topic, self.dead_letter_topic)
+        self.txp.init()
         self.consumer.subscribe(self.topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
