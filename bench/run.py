@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -210,8 +211,12 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         print(f"\nwritten to {args.json}")
+    except BaseException:
+        print(f"the broker's data and the contenders' logs are kept in {workdir}", file=sys.stderr)
+        raise
     finally:
         broker.stop()
+    shutil.rmtree(workdir)  # gigabytes of broker data per run
     return 0
 
 
