@@ -9,8 +9,9 @@ to its group committing the end offsets (start-up excluded). Every exactly-once 
 commits every 100 ms (Kafka Streams' default under EOS, ours; Quix is set to it). Figures are
 records/s and the ratio to the naive transactional loop of the same round, medians over the
 rounds, with the range of the ratios. The machine is noisy (on 2 cores shared with the
-broker, one round's ratio varies by ±0.15): the second command above runs the processor and
-the naive loop alone over 12 rounds, for a median that means something.
+broker, one round's ratio has a standard deviation of ~0.15): the second command above runs
+the processor and the naive loop alone over 12 rounds (~80 s), for a median that means
+something; run it more than once.
 """
 
 from __future__ import annotations
