@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from bench.latency import measure
 from examples.orders import make_samples
 from localkafka import LocalBroker, ensure_jars
-from localkafka.clients import create_topics, end_offsets, produce, unique_name, wait_for
+from localkafka.clients import COORDINATOR_MOVING, create_topics, end_offsets, produce, unique_name, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 3
@@ -110,7 +110,7 @@ class Watch:
         try:
             return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.inputs, timeout=10))
         except KafkaException as exc:  # the group's coordinator is not there yet
-            if exc.args[0].retriable() or "COORDINATOR" in exc.args[0].name():
+            if exc.args[0].retriable() or exc.args[0].code() in COORDINATOR_MOVING:
                 return 0
             raise
 

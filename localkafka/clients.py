@@ -13,8 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 _LEADER_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                   KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION}
-_COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                       KafkaError.COORDINATOR_NOT_AVAILABLE}
+COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE}
 
 
 def unique_name(prefix: str) -> str:
@@ -125,7 +125,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 3
             try:
                 return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=timeout)}
             except KafkaException as exc:
-                if not exc.args[0].retriable() and exc.args[0].code() not in _COORDINATOR_MOVING \
+                if not exc.args[0].retriable() and exc.args[0].code() not in COORDINATOR_MOVING \
                         or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)

@@ -11,7 +11,7 @@ import pytest
 
 from examples.orders import make_samples
 from localkafka.clients import produce, read_all
-from tests.transforms import OVERSIZED_EVERY
+from tests.transforms import singled_out
 from tests.verify import ENRICHED
 
 pytestmark = pytest.mark.kafka
@@ -82,7 +82,7 @@ def test_a_refused_output_of_several_dead_letters_the_record_with_none_of_its_ou
     samples = make_samples(1_000, poison_per_kind=0.0, seed=4)
     p.process_all(processors, samples)
 
-    refused = {s.order_id for s in samples if int(s.order_id.rsplit("-", 1)[1]) % OVERSIZED_EVERY == 0}
+    refused = {s.order_id for s in samples if singled_out(s.order_id)}
     outputs = defaultdict(list)
     for record in read_all(p.bootstrap, p.output):
         value = json.loads(record.value)
