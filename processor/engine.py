@@ -178,9 +178,10 @@ class Engine:
         txn.others += 1
         if type(result) is list:
             where = (msg.topic(), msg.partition(), msg.offset())
-            refused = self.refused.get(where) or self._missing_topic(result)
-            if refused is not None:  # an output was refused when this record was last processed
-                self._dead_letter(msg, refused)  # (or it names a topic that does not exist)
+            # an output refused when the record was last processed, or a topic that is not there
+            failure = self.refused.get(where) or self._missing_topic(result)
+            if failure is not None:
+                self._dead_letter(msg, failure)
                 return
             for n, out in enumerate(result):
                 try:
@@ -202,6 +203,7 @@ class Engine:
             self._dead_letter(msg, result)
 
     def _missing_topic(self, outputs: list[Encoded]) -> Failure | None:
+        """Why these outputs cannot go out, if one names a topic that does not exist."""
         try:
             missing = [topic for topic in {out[0] for out in outputs} if self.output_topics.missing(topic)]
         except KafkaException as exc:
