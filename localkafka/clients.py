@@ -21,9 +21,11 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
+                  config: dict[str, str] | None = None) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(n, partitions, 1) for n in names], operation_timeout=30)
+    futures = admin.create_topics([NewTopic(n, partitions, 1, config=config or {}) for n in names],
+                                  operation_timeout=30)
     for future in futures.values():
         future.result(timeout=60)
 

@@ -22,6 +22,7 @@ from processor.pipeline import Pipeline
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
 from processor.server import start_server
+from processor.transaction import Transactions
 from processor.transform import TransformLoadError, load_transform
 from processor.txproducer import Reachability, TransactionalProducer
 
@@ -101,20 +102,25 @@ def run(config_path: str, stopping: threading.Event) -> int:
     hooks = {"logger": logging.getLogger("librdkafka"), "error_cb": errors}
     consumer = Consumer({**consumer_settings(config), **hooks})
     p = config.processing
-    txp = TransactionalProducer(lambda: Producer({**producer_settings(config), **hooks}),
+    txp = TransactionalProducer(lambda extra: Producer({**producer_settings(config), **hooks, **extra}),
                                 call_timeout_s=p.transaction_timeout_ms / 2000,
                                 reachability=Reachability(config.kafka.unreachable_timeout_ms / 1000,
                                                           errors))
-    engine = Engine(consumer, txp, pipeline, topics=config.input.topics,
-                    dead_letter_topic=config.dead_letter.topic, app_id=config.app_id,
-                    commit_interval_ms=p.commit_interval_ms, max_batch_records=p.max_batch_records,
+    transactions = Transactions(consumer, txp, input_topics=config.input.topics,
+                                output_topic=config.output.topic,
+                                dead_letter_topic=config.dead_letter.topic, app_id=config.app_id,
+                                commit_interval_s=p.commit_interval_ms / 1000,
+                                max_batch_records=p.max_batch_records,
+                                stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes,
+                                metrics=metrics)
+    engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
-                    seconds_until_probe=REGISTRY.seconds_until_probe,
-                    stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes, metrics=metrics)
+                    seconds_until_probe=REGISTRY.seconds_until_probe)
     threading.Thread(target=_log_stop_request, args=(stopping,), daemon=True).start()
     if config.metrics.enabled:
         server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
-                              healthy=lambda: not stopping.is_set(), ready=engine.ready.is_set)
+                              problem=lambda: "stopping" if stopping.is_set() else transactions.streak.problem(),
+                              ready=engine.ready.is_set)
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
     log.info("starting: %s -> %s (dead letters to %s), transactional.id %s",
              ",".join(config.input.topics), config.output.topic, config.dead_letter.topic,

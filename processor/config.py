@@ -74,6 +74,11 @@ class SslConfig(Strict):
     key_password: SecretStr | None = None
 
 
+# what the group coordinator decides under the consumer protocol: librdkafka refuses them
+BROKER_SIDE_WITH_CONSUMER_PROTOCOL = {"session.timeout.ms", "heartbeat.interval.ms",
+                                      "partition.assignment.strategy", "group.protocol.type"}
+
+
 class KafkaConfig(Strict):
     bootstrap_servers: str = Field(min_length=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -82,11 +87,26 @@ class KafkaConfig(Strict):
     consumer: dict[str, RawValue] = {}
     producer: dict[str, RawValue] = {}
     unreachable_timeout_ms: int = Field(default=120_000, ge=1000)
+    group_protocol: Literal["classic", "consumer"] = "classic"
+    static_membership: bool = True
 
     @model_validator(mode="after")
     def _sasl_when_needed(self) -> KafkaConfig:
         if self.security_protocol.startswith("SASL") and self.sasl is None:
             raise ValueError(f"security_protocol {self.security_protocol} needs a sasl section")
+        return self
+
+    @model_validator(mode="after")
+    def _group_settings_fit_the_protocol(self) -> KafkaConfig:
+        for name, instead in (("group.protocol", "kafka.group_protocol"),
+                              ("group.instance.id", "instance_id and kafka.static_membership")):
+            if name in self.consumer:
+                raise ValueError(f"set {instead} rather than kafka.consumer.{name}")
+        if self.group_protocol == "consumer":
+            refused = sorted(set(self.consumer) & BROKER_SIDE_WITH_CONSUMER_PROTOCOL)
+            if refused:
+                raise ValueError(f"kafka.consumer.{refused[0]} cannot be set with group_protocol "
+                                 f"consumer: the broker's group settings decide it (KIP-848)")
         return self
 
 

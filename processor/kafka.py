@@ -69,14 +69,25 @@ def _check_overrides(section: str, overrides: dict[str, Any], fixed: dict[str, A
 # queue holds queued.min.messages: a fast loop drains 100,000 records well within that second
 # and then waits out the rest of it (measured: half the run time of a pass-through)
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 10}
-PRODUCER_DEFAULTS = {"linger.ms": 5}
+# A static member (group.instance.id) that restarts takes its partitions back at once, without
+# a rebalance; one that does not come back keeps them until its session times out: 10 s here
+# (librdkafka's 45 s stalled them that long after every crash). A heartbeat a second lets the
+# others learn of a rebalance soon after.
+CLASSIC_GROUP_DEFAULTS = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}
+# the processor creates no topics, not even by producing to one that was deleted
+PRODUCER_DEFAULTS = {"linger.ms": 5, "allow.auto.create.topics": False}
 
 
 def consumer_settings(config: Config) -> dict[str, Any]:
     _check_overrides("consumer", config.kafka.consumer, _CONSUMER_FIXED)
-    return {**client_settings(config), "group.id": config.group_id,
-            "auto.offset.reset": config.input.auto_offset_reset,
-            **CONSUMER_DEFAULTS, **config.kafka.consumer, **_CONSUMER_FIXED}
+    k = config.kafka
+    group: dict[str, Any] = {"group.id": config.group_id, "group.protocol": k.group_protocol}
+    if k.static_membership:
+        group["group.instance.id"] = config.instance_id
+    if k.group_protocol == "classic":
+        group.update(CLASSIC_GROUP_DEFAULTS)
+    return {**client_settings(config), **group, "auto.offset.reset": config.input.auto_offset_reset,
+            **CONSUMER_DEFAULTS, **k.consumer, **_CONSUMER_FIXED}
 
 
 def producer_settings(config: Config) -> dict[str, Any]:

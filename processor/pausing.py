@@ -42,5 +42,8 @@ class Pause:
         """Called on assignment: a pause covers partitions new to this consumer too (they
         come unpaused; those it had paused stay so)."""
         if self.until is not None:
-            self.consumer.assign(partitions)
+            if self.consumer.rebalance_protocol() == "COOPERATIVE":
+                self.consumer.incremental_assign(partitions)
+            else:
+                self.consumer.assign(partitions)
             self.consumer.pause(partitions)

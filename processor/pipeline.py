@@ -40,12 +40,20 @@ class RetryLater:
     error: Transient
 
 
+@dataclass(slots=True)
+class Outputs:
+    """What one record becomes when that is not one output produced on the hot path: none,
+    several, or one the full producer queue did not take yet."""
+
+    records: list[Encoded]
+
+
 def _bound(codec: Codec, name: str):
     """The codec's method, or None for raw bytes (the hot path then skips the call)."""
     return None if isinstance(codec, BytesCodec) else getattr(codec, name)
 
 
-Outcome = Encoded | list[Encoded] | Failure | RetryLater
+Outcome = Outputs | Failure | RetryLater
 
 
 class Pipeline:
@@ -65,15 +73,14 @@ class Pipeline:
                                   isinstance(output_value, BytesCodec), uses_deadlines, clock)
 
     def process(self, msg: Message, deadline: float | None = None) -> Outcome:
-        """One message's outcome, produced nowhere: one output as a bare tuple, several (or
-        none) as a list, or why there is none. `deadline` (monotonic) bounds its calls."""
+        """One message's outcome, produced nowhere. `deadline` (monotonic) bounds its calls."""
         collected: list[Encoded] = []
 
         def collect(topic, value, key, headers=None):
             collected.append((topic, value, key, headers))
 
         _, outcome = self.fill([msg], 0, collect, math.inf, deadline)
-        return collected[0] if outcome is None else outcome
+        return Outputs(collected) if outcome is None else outcome
 
     def _compile(self, transform: Transform, decode_key, decode_value, raw_value_out: bool,
                  uses_deadlines: bool, clock: Callable[[], float]):
@@ -127,7 +134,7 @@ class Pipeline:
                 else:
                     try:
                         if outputs is not None:
-                            return i, [encode(out, msg, key) for out in outputs]
+                            return i, Outputs([encode(out, msg, key) for out in outputs])
                         # one plain value with the input's key and headers
                         value_out = result if raw_value_out and type(result) is bytes else encode_value(result)
                         key_out = raw_key if reuse_input_key else encode_key(key)
@@ -140,7 +147,7 @@ class Pipeline:
                     else:
                         produce(output_topic, value_out, key_out, headers=headers)
                 except BufferError:  # the queue is full: the caller waits for room
-                    return i, [(output_topic, value_out, key_out, headers)]
+                    return i, Outputs([(output_topic, value_out, key_out, headers)])
                 except KafkaException as exc:  # refused before sending: deterministic for this record
                     return i, Failure("produce", exc)
                 i += 1

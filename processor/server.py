@@ -10,16 +10,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 def start_server(host: str, port: int, registry: CollectorRegistry,
-                 healthy: Callable[[], bool], ready: Callable[[], bool]) -> ThreadingHTTPServer:
-    """Serve in a daemon thread; port 0 picks a free port (see `server.server_port`)."""
+                 problem: Callable[[], str | None], ready: Callable[[], bool]) -> ThreadingHTTPServer:
+    """Serve in a daemon thread; port 0 picks a free port (see `server.server_port`).
+    `/healthz` is 503 with the reason while `problem()` names one."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             if self.path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif self.path in ("/healthz", "/readyz"):
-                ok = healthy() if self.path == "/healthz" else ready()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")
+            elif self.path == "/healthz":
+                why = problem()
+                self._send(200 if why is None else 503,
+                           b"ok\n" if why is None else f"unhealthy: {why}\n".encode(), "text/plain")
+            elif self.path == "/readyz":
+                ok = ready()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n", "text/plain")
             else:
                 self._send(404, b"not found\n", "text/plain")
 

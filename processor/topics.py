@@ -4,7 +4,7 @@
 does not create topics): librdkafka holds it until it times out, so the transaction's commit
 fails, the batch is processed again, and fails again, with no end and no clear error. So the
 output and dead-letter topics are checked at start, and a topic an `Output` names when it
-first appears.
+first appears (and again when producing to it fails).
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ class Topics:
         self.consumer = consumer  # its metadata requests never create topics
         self.seen: set[str] = set()  # topics that existed: they are not asked about again
 
-    def missing(self, topic: str) -> bool:
-        """Whether the cluster says `topic` does not exist; other errors raise KafkaException."""
-        if topic in self.seen:
+    def missing(self, topic: str, fresh: bool = False) -> bool:
+        """Whether the cluster says `topic` does not exist (asking again if `fresh`); other
+        errors raise KafkaException."""
+        if topic in self.seen and not fresh:
             return False
+        self.seen.discard(topic)
         meta = self.consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
         if meta is None or (meta.error is not None
                             and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):

@@ -1,66 +1,306 @@
-"""What the open transaction holds: where its inputs start and end, and what came of them.
+"""The transaction lifecycle: begin, fill with outputs and dead letters, commit, or abort and
+rewind; and what must happen at those boundaries and at rebalances.
 
-The hot loop records nothing per input: the engine hands over each processed slice of a
-consumed batch, and its first and last offsets per partition are found with list scans in C
-(`map`, `list.index`). No message is kept: thousands of live messages would make every
-garbage collection walk them.
+The loop (engine.py) consumes and hands records over; this object owns the open
+transaction. `Hooks` are told of every boundary (state stores attach there). Records Kafka
+refuses are tracked down and dead-lettered (refusals.py); a run of aborts without a commit
+is logged once and reported to /healthz (streak.py). An output or dead-letter topic that
+disappears while running ends the run, as it would at start.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import logging
+import time
+from collections.abc import Callable, Iterable
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import ClusterMetadata
+
+from processor.contents import TxnContents
+from processor.deadletter import DROPPED, Failure, dead_letter
+from processor.kafka import FatalError, kafka_error
+from processor.metrics import Metrics
+from processor.pipeline import Encoded, Outcome, Outputs, RetryLater
+from processor.refusals import REFUSED, REFUSED_AT_ONCE, Refusals
+from processor.streak import AbortStreak
+from processor.topics import MissingTopic, Topics
+from processor.txproducer import AbortTransaction, TransactionalProducer
+
+log = logging.getLogger("processor.transactions")
+_NO_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
 
 
-class Transaction:
-    __slots__ = ("deadline", "topic", "first", "last", "inputs", "consumed", "others", "produced",
-                 "dead_lettered")
+class RetryLaterError(AbortTransaction):
+    """A record failed transiently: abort, rewind, and pause before trying again."""
 
-    def __init__(self, deadline: float, topic: str | None = None):
-        self.deadline = deadline
-        self.topic = topic  # the only input topic, if there is one: then partitions suffice
-        self.first: dict = {}  # per partition (or (topic, partition)): the first input's offset
-        self.last: dict = {}  # and the last one's
-        self.inputs = 0
-        self.consumed: Counter = Counter()  # inputs by topic
-        self.others = 0  # inputs that did not become exactly one output to the output topic
-        self.produced: Counter = Counter()  # outputs of those other inputs, by topic
-        self.dead_lettered: Counter = Counter()  # by (input topic, stage)
+
+class Hooks:
+    """Told of transaction boundaries and partition changes; override what you need."""
+
+    def begun(self) -> None: ...
+    def before_commit(self, offsets: list[TopicPartition]) -> None: ...
+    def after_commit(self, offsets: list[TopicPartition]) -> None: ...
+    def aborted(self) -> None: ...
+    def assigned(self, partitions: list[TopicPartition]) -> None: ...
+    def revoked(self, partitions: list[TopicPartition]) -> None: ...
+
+
+class Transactions:
+    def __init__(self, consumer: Consumer, producer: TransactionalProducer, *, input_topics: list[str],
+                 output_topic: str, dead_letter_topic: str, app_id: str, commit_interval_s: float,
+                 max_batch_records: int, stacktrace_max_bytes: int, metrics: Metrics,
+                 hooks: Iterable[Hooks] = (), clock: Callable[[], float] = time.monotonic):
+        self.consumer, self.txp = consumer, producer
+        self.single_topic = input_topics[0] if len(input_topics) == 1 else None
+        self.output_topic, self.dead_letter_topic = output_topic, dead_letter_topic
+        self.app_id, self.stacktrace_max_bytes = app_id, stacktrace_max_bytes
+        self.commit_interval, self.max_batch = commit_interval_s, max_batch_records
+        self.metrics, self.clock = metrics, clock
+        self.hooks = list(hooks)
+        self.open: TxnContents | None = None
+        self.topics = Topics(consumer)
+        self.refusals = Refusals()
+        self.streak = AbortStreak(clock=clock)
+        self.assigned: set[tuple[str, int]] = set()
+        producer.watch = self._watch
+
+    # -- size ------------------------------------------------------------------------------
+    def room(self) -> int:
+        """How many more inputs the open (or next) transaction takes."""
+        return self.refusals.limit(self.max_batch) - (self.open.inputs if self.open else 0)
+
+    def due(self) -> bool:
+        txn = self.open
+        return txn is not None and (self.clock() >= txn.deadline
+                                    or txn.inputs >= self.refusals.limit(self.max_batch))
+
+    # -- filling ---------------------------------------------------------------------------
+    def begin(self) -> TxnContents:
+        self.txp.begin()
+        self.open = TxnContents(self.clock() + self.commit_interval, self.single_topic)
+        for hook in self.hooks:
+            hook.begun()
+        return self.open
 
     def add(self, records: list[Message], start: int, end: int) -> None:
-        """records[start:end] were processed into this transaction."""
-        if end <= start:
+        """records[start:end] were processed into the open transaction."""
+        self.open.add(records, start, end)
+
+    def route(self, msg: Message, outcome: Outcome) -> None:
+        """Put into the open transaction what the hot path left to do for one record."""
+        self.open.others += 1
+        match outcome:
+            case Outputs(records=outputs):
+                self._produce_outputs(msg, outputs)
+            case RetryLater(error=error):
+                raise RetryLaterError(f"{type(error).__name__}: {error}")
+            case Failure(stage="produce", error=KafkaException() as exc):  # from the hot path
+                self._refused_at_once(msg, exc, self.output_topic)
+            case Failure():
+                self.dead_letter(msg, outcome)
+
+    def _produce_outputs(self, msg: Message, outputs: list[Encoded]) -> None:
+        where = (msg.topic(), msg.partition(), msg.offset())
+        # a record Kafka refused when last processed, or an output to a topic that is not there
+        failure = self.refusals.culprits.get(where) or self._missing_topic(outputs)
+        if failure is not None:
+            self.dead_letter(msg, failure)
             return
-        if start or end != len(records):
-            records = records[start:end]
-        if self.topic is None:
-            keys = list(zip(map(Message.topic, records), map(Message.partition, records)))
-            self.consumed.update(topic for topic, _ in keys)
-        else:
-            keys = list(map(Message.partition, records))
-            self.consumed[self.topic] += len(keys)
-        backwards = keys[::-1]
-        for key in set(keys):
-            if key not in self.first:
-                self.first[key] = records[keys.index(key)].offset()
-            self.last[key] = records[len(keys) - 1 - backwards.index(key)].offset()
-        self.inputs += len(keys)
+        for n, out in enumerate(outputs):
+            try:
+                self.produce(out)
+            except KafkaException as exc:
+                if n == 0:
+                    self._refused_at_once(msg, exc, out[0])
+                    return
+                self._require_topic_of(out[0], kafka_error(exc))
+                if kafka_error(exc).code() not in REFUSED_AT_ONCE:
+                    raise AbortTransaction(f"producing failed: {kafka_error(exc).str()}") from exc
+                # outputs of the record are in the transaction already: process it again in a
+                # new one and dead-letter it alone
+                self.refusals.refused_at_once(where, kafka_error(exc))
+                raise AbortTransaction(f"output {n + 1} of {len(outputs)} of record {where[0]} "
+                                       f"[{where[1]}] @{where[2]} was refused: "
+                                       f"{kafka_error(exc).str()}") from exc
+            self.open.produced[out[0]] += 1
 
-    def _topic_partition(self, key) -> tuple[str, int]:
-        return (self.topic, key) if self.topic is not None else key
+    def _refused_at_once(self, msg: Message, exc: KafkaException, topic: str) -> None:
+        """`produce()` raised for the record's first output: dead-letter it if the client
+        refused that record, abort if the transaction is what failed (e.g. `_STATE` after
+        the broker refused an earlier record)."""
+        error = kafka_error(exc)
+        self._require_topic_of(topic, error)
+        if error.code() not in REFUSED_AT_ONCE:
+            raise AbortTransaction(f"producing failed: {error.str()}") from exc
+        self.dead_letter(msg, Failure("produce", exc))
 
-    def next_offsets(self) -> list[TopicPartition]:
-        """Per partition, the offset after the last input: what the group commits."""
-        return [TopicPartition(*self._topic_partition(key), offset + 1)
-                for key, offset in self.last.items()]
+    def _missing_topic(self, outputs: list[Encoded]) -> Failure | None:
+        """Why these outputs cannot go out, if one names a topic that does not exist."""
+        try:
+            missing = [topic for topic in {out[0] for out in outputs} if self.topics.missing(topic)]
+        except KafkaException as exc:
+            raise AbortTransaction(f"could not ask Kafka whether output topics exist: "
+                                   f"{kafka_error(exc).str()}") from exc
+        for topic in missing:
+            self._require_topic_of(topic, KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+            return Failure("produce", MissingTopic(f"output topic {topic!r} does not exist"))
+        return None
 
-    def first_offsets(self) -> dict[tuple[str, int], int]:
-        """Per partition, the first input's offset: where an abort rewinds to."""
-        return {self._topic_partition(key): offset for key, offset in self.first.items()}
+    def produce(self, out: Encoded) -> None:
+        topic, value, key, headers = out
+        while True:
+            try:
+                self.txp.producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:  # the queue is full: wait for deliveries, within the bound
+                self.txp.reachability.failed("the producer queue stays full")
+                self.txp.producer.poll(0.05)
 
-    def produced_by_topic(self, output_topic: str) -> Counter:
-        produced = Counter(self.produced)
-        if self.inputs > self.others:
-            produced[output_topic] += self.inputs - self.others
-        return produced
+    def dead_letter(self, msg: Message, failure: Failure) -> None:
+        where = (msg.topic(), msg.partition(), msg.offset())
+        log.warning("dead-lettering record at %s [%d] @%d: %s: %s", *where, failure.stage,
+                    failure.error, extra={"topic": where[0], "partition": where[1], "offset": where[2]})
+        shrink = self.refusals.shrink.get(where, 0)
+        while True:
+            letter = dead_letter(msg, failure, self.app_id, self.stacktrace_max_bytes, shrink)
+            try:
+                self.produce((self.dead_letter_topic, letter.value, letter.key, letter.headers))
+                break
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                self._require_topic_of(self.dead_letter_topic, error)
+                if error.code() not in REFUSED_AT_ONCE:
+                    raise AbortTransaction(f"the dead-letter record could not be produced: "
+                                           f"{error.str()}") from exc
+                if shrink + 1 == len(DROPPED):
+                    raise FatalError(f"Kafka refuses even the smallest dead letter of {where[0]} "
+                                     f"[{where[1]}] @{where[2]}: {error.str()}") from exc
+                shrink += 1
+                log.warning("the dead letter of %s [%d] @%d was refused (%s): writing it without %s",
+                            *where, error.str(), DROPPED[shrink].replace(",", ", "))
+        self.open.dead_lettered[(msg.topic(), failure.stage)] += 1
+
+    # -- boundaries ------------------------------------------------------------------------
+    def commit(self) -> None:
+        txn = self.open
+        began = self.clock()
+        offsets = txn.next_offsets()
+        for hook in self.hooks:
+            hook.before_commit(offsets)
+        self.txp.commit(offsets, self.consumer.consumer_group_metadata())
+        self.open = None
+        self.refusals.committed({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        self.streak.committed()
+        for hook in self.hooks:
+            hook.after_commit(offsets)
+        self.metrics.committed(txn.consumed, txn.produced_by_topic(self.output_topic),
+                               txn.dead_lettered, txn.inputs, self.clock() - began)
+        for tp in offsets:  # watermarks cached from fetch responses: no request to the broker
+            high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+            if high >= 0:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
+
+    def abort(self, unadded: list[Message] | None = None, reason: BaseException | None = None) -> None:
+        """Abort the open transaction. With `unadded` (the batch's records handed to the
+        pipeline but in no committed transaction), rewind every partition to its first
+        record not committed. A `reason` counts towards the abort streak (a pause does not)."""
+        txn, self.open = self.open, None
+        refused = self._refused_delivery()
+        if txn is not None:
+            self.txp.abort()
+            self.metrics.aborted()
+            for hook in self.hooks:
+                hook.aborted()
+        if reason is not None:
+            self.streak.aborted(str(reason))
+        if refused is not None and txn is not None:
+            error, topic = refused
+            suspects, inputs = txn.suspects(unadded or [])
+            self.refusals.refused(error, suspects, inputs, topic == self.dead_letter_topic)
+        if unadded is None:
+            return
+        rewind = txn.first_offsets() if txn is not None else {}
+        for msg in unadded:
+            rewind.setdefault((msg.topic(), msg.partition()), msg.offset())
+        for (topic, partition), offset in rewind.items():
+            if (topic, partition) in self.assigned:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def commit_or_abort(self) -> None:
+        if self.open is None:
+            return
+        try:
+            self.commit()
+        except AbortTransaction as exc:
+            log.warning("could not commit, aborting: %s", exc)
+            self.abort()
+
+    def _refused_delivery(self) -> tuple[KafkaError, str] | None:
+        """The first record Kafka refused in this transaction (error, topic), if any."""
+        self.txp.producer.poll(0)  # the reports of failed records may wait to be served
+        errors, self.txp.delivery_errors = self.txp.delivery_errors, []
+        for error, topic in errors:
+            if error.code() in REFUSED:
+                self._require_topic_of(topic, error)
+                return error, topic
+        return None
+
+    # -- topics that must exist ------------------------------------------------------------
+    def require_topics(self) -> None:
+        """Refuse to start without the topics every run writes to (unless Kafka does not
+        answer yet: the reachability bound decides then)."""
+        for topic in (self.output_topic, self.dead_letter_topic):
+            try:
+                missing = self.topics.missing(topic)
+            except KafkaException as exc:
+                log.warning("could not ask Kafka whether topic %r exists: %s", topic, kafka_error(exc).str())
+                return
+            if missing:
+                raise FatalError(f"topic {topic!r} does not exist: create it (the processor does not)")
+
+    def _require_topic_of(self, topic: str, error: KafkaError) -> None:
+        """After `error` producing to `topic`: if it is the output or dead-letter topic and
+        is gone, end the run (every record would be dead-lettered, or none could be)."""
+        if error.code() not in _NO_TOPIC:
+            return
+        try:
+            gone = self.topics.missing(topic, fresh=True)
+        except KafkaException:
+            return  # Kafka does not answer: the reachability bound decides
+        if gone and topic in (self.output_topic, self.dead_letter_topic):
+            raise FatalError(f"topic {topic!r} does not exist any more: create it again "
+                             f"(the processor does not)")
+
+    def _watch(self, metadata: ClusterMetadata) -> None:
+        """While a commit waits on records to a topic that was deleted, librdkafka holds them
+        until they time out: learn it from the metadata instead."""
+        produced = set(self.open.produced) if self.open is not None else set()
+        for topic in produced | {self.output_topic, self.dead_letter_topic}:
+            if topic not in metadata.topics:
+                self._require_topic_of(topic, KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+
+    # -- rebalances (called from the consumer's callbacks) ---------------------------------
+    # the classic protocol assigns and revokes everything at once, the consumer protocol
+    # (KIP-848) by increments: both are unions and differences
+    def on_assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.refusals.forget()  # whoever processes them next finds out again
+        for hook in self.hooks:
+            hook.assigned(partitions)
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+        try:
+            self.commit_or_abort()
+        finally:
+            self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+            for hook in self.hooks:
+                hook.revoked(partitions)
+
+    def on_lost(self, partitions: list[TopicPartition]) -> None:
+        try:
+            self.abort()
+        finally:
+            self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+            for hook in self.hooks:
+                hook.revoked(partitions)

@@ -17,13 +17,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import ClusterMetadata
 
 from processor.kafka import ClientErrors, FatalError, is_fenced, kafka_error
 
 log = logging.getLogger("processor.txproducer")
 NUDGE_SECONDS = 2.0
 STUCK_SECONDS = 15.0
+# offset commit errors of a member whose group moved on (KIP-848 epochs, classic generations):
+# the transaction cannot commit, but the next one will, once the consumer has caught up
+_GROUP_MOVED_ON = {KafkaError.ILLEGAL_GENERATION, KafkaError.STALE_MEMBER_EPOCH,
+                   KafkaError.FENCED_MEMBER_EPOCH, KafkaError.UNKNOWN_MEMBER_ID,
+                   KafkaError.REBALANCE_IN_PROGRESS}
 
 
 class AbortTransaction(Exception):
@@ -81,19 +87,34 @@ class _Call(threading.Thread):
 
 
 class TransactionalProducer:
-    def __init__(self, new_producer: Callable[[], Producer], call_timeout_s: float,
+    """`new_producer(settings)` builds a producer with these extra settings. Records Kafka
+    failed to deliver are kept (`delivery_errors`) to tell why a transaction cannot commit;
+    `watch` sees the cluster metadata fetched while a call is slow."""
+
+    def __init__(self, new_producer: Callable[[dict], Producer], call_timeout_s: float,
                  reachability: Reachability):
         self.new_producer = new_producer
-        self.producer = new_producer()
+        self.delivery_errors: list[tuple[KafkaError, str]] = []  # (error, topic)
+        self.producer = self._new()
         self.timeout = call_timeout_s
         self.reachability = reachability
         self.stuck: list[Producer] = []  # replaced producers: destroying one would block too
         self.in_transaction = False
+        self.watch: Callable[[ClusterMetadata], None] = lambda metadata: None
+
+    def _new(self) -> Producer:
+        # reports only for records that failed: nothing per delivered record on the hot path
+        return self.new_producer({"on_delivery": self._delivered, "delivery.report.only.error": True})
+
+    def _delivered(self, error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            self.delivery_errors.append((error, msg.topic()))
 
     def init(self) -> None:
         self._call(self.producer.init_transactions, self.timeout)
 
     def begin(self) -> None:
+        self.delivery_errors.clear()
         self._call(self.producer.begin_transaction)
         self.in_transaction = True
 
@@ -119,6 +140,8 @@ class TransactionalProducer:
             while call.is_alive():
                 if self._nudge() and self.reachability.clock() > stuck_at:
                     self._replace(f"{name} is stuck although Kafka answers (librdkafka issue 5511)")
+                    if not abortable:
+                        return None  # the replacement's init_transactions aborted the transaction
                     raise AbortTransaction(f"{name} was stuck; the producer was replaced")
                 self.reachability.failed(f"{name} has not returned")
                 call.join(NUDGE_SECONDS)
@@ -139,7 +162,7 @@ class TransactionalProducer:
                 self.reachability.failed(f"{name}: {error.str()}")
                 log.warning("%s: %s; retrying", name, error.str())
                 continue
-            if error.txn_requires_abort() and abortable:
+            if (error.txn_requires_abort() or error.code() in _GROUP_MOVED_ON) and abortable:
                 raise AbortTransaction(f"{name}: {error.str()}") from call.error
             raise FatalError(f"{name} failed: {error.str()}") from call.error
 
@@ -147,15 +170,16 @@ class TransactionalProducer:
         """A metadata request (it refreshes librdkafka's view of the brokers); True if answered."""
         self.producer.poll(0)  # serve delivery reports and logs meanwhile
         try:
-            self.producer.list_topics(timeout=NUDGE_SECONDS)
+            metadata = self.producer.list_topics(timeout=NUDGE_SECONDS)
         except KafkaException:
             return False
         self.reachability.answered()
+        self.watch(metadata)
         return True
 
     def _replace(self, why: str) -> None:
         log.warning("%s: replacing the producer", why)
         self.stuck.append(self.producer)
-        self.producer = self.new_producer()
+        self.producer = self._new()
         self.in_transaction = False
         self.init()  # fences the stuck producer and aborts its transaction

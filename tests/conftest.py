@@ -33,9 +33,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callable[..., str]:
     """Create a topic whose name is unique to this test and call."""
-    def make(label: str = "t", partitions: int = 1) -> str:
+    def make(label: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = unique_name(f"{request.node.name[:40]}-{label}".replace("[", "-").replace("]", ""))
-        create_topics(kafka_bootstrap, [name], partitions)
+        create_topics(kafka_bootstrap, [name], partitions, config)
         return name
     return make
 
@@ -102,8 +102,11 @@ class Pipe:
 
 @pytest.fixture
 def pipe(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Callable[..., Pipe]:
-    def make(partitions: int = 3, **config) -> Pipe:
-        topics = [new_topic(label, partitions) for label in ("in", "out", "dlq")]
+    def make(partitions: int = 3, topic_configs: dict[str, dict[str, str]] | None = None,
+             **config) -> Pipe:
+        """`topic_configs` by label (in, out, dlq): topic-level settings."""
+        topics = [new_topic(label, partitions, (topic_configs or {}).get(label))
+                  for label in ("in", "out", "dlq")]
         app_id = unique_name("app")
         path = write_config(tmp_path / f"{app_id}.yaml", kafka_bootstrap, input_topic=topics[0],
                             output_topic=topics[1], dead_letter_topic=topics[2], app_id=app_id,

@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST_GROUP = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
 
 def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: str,
@@ -19,15 +18,17 @@ def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: 
                  processing: dict | None = None,
                  metrics_port: int | None = None, unreachable_timeout_ms: int = 120_000,
                  kafka: dict | None = None, output_value: dict | None = None,
-                 resilience: dict | None = None) -> Path:
+                 input_codec: dict | None = None, resilience: dict | None = None) -> Path:
+    """A config as users write it: the group settings are the shipped defaults."""
     def codec(schema: str) -> dict:
         return {"format": "avro", "schema": str(ROOT / "schemas" / schema)}
 
     config = {
         "app_id": app_id,
-        "kafka": {"bootstrap_servers": bootstrap, "consumer": FAST_GROUP,
+        "kafka": {"bootstrap_servers": bootstrap,
                   "unreachable_timeout_ms": unreachable_timeout_ms, **(kafka or {})},
-        "input": {"topics": [input_topic], "key": {"format": "string"}, "value": codec("order.avsc")},
+        "input": {"topics": [input_topic], **(input_codec or {"key": {"format": "string"},
+                                                              "value": codec("order.avsc")})},
         "output": {"topic": output_topic, "key": {"format": "string"},
                    "value": output_value or codec("order_enriched.avsc")},
         "dead_letter": {"topic": dead_letter_topic},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from processor.transform import Output
+from processor.transform import Output, Poison
 
 
 def singled_out(order_id: str) -> bool:
@@ -26,3 +26,23 @@ def some_to_a_missing_topic(record):
     if singled_out(order_id):
         return Output({"order_id": order_id}, topic=os.environ["MISSING_TOPIC"])
     return {"order_id": order_id}
+
+
+def refused_by_the_broker(record):
+    """Every 150th order gets an output over the output topic's max.message.bytes (10,000);
+    every 150th from the 75th sends one with a null key to the compacted topic named by
+    $COMPACTED_TOPIC. The broker refuses both; the other orders pass."""
+    order_id = record.value["order_id"]
+    n = int(order_id.rsplit("-", 1)[1])
+    if n % 150 == 0:
+        return {"order_id": order_id, "pad": "x" * 20_000}
+    if n % 150 == 75:
+        return Output({"order_id": order_id}, key=None, topic=os.environ["COMPACTED_TOPIC"])
+    return {"order_id": order_id}
+
+
+def pass_or_poison_huge(record):
+    """Bytes in, bytes out; with $POISON_HUGE set, inputs over 100,000 bytes are poison."""
+    if os.environ.get("POISON_HUGE") and len(record.value) > 100_000:
+        raise Poison("too big to process")
+    return record.value

@@ -11,32 +11,35 @@ from confluent_kafka import Consumer
 
 from localkafka.clients import produce, unique_name, wait_for
 from processor.pausing import Pause
-from tests.processes import FAST_GROUP
 
 pytestmark = pytest.mark.kafka
 QUIET_SECONDS = 3.0  # how long a paused consumer is watched for records it should not get
 
 
-def consumer(bootstrap: str, group: str) -> Consumer:
+def consumer(bootstrap: str, group: str, protocol: str) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                     "auto.offset.reset": "earliest", **FAST_GROUP})
+                     "auto.offset.reset": "earliest", "group.protocol": protocol})
 
 
-def test_a_pause_covers_partitions_assigned_after_it(kafka_bootstrap, new_topic):
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_a_pause_covers_partitions_assigned_after_it(kafka_bootstrap, new_topic, protocol):
     topic = new_topic("in", partitions=2)
     produce(kafka_bootstrap, topic, [(b"k%d" % i, b"v") for i in range(200)])
     group = unique_name("pausing")
-    other = consumer(kafka_bootstrap, group)  # holds a partition the paused one never had
+    other = consumer(kafka_bootstrap, group, protocol)  # holds a partition the paused one never had
     other.subscribe([topic])
     wait_for(lambda: other.consume(1, 0.1) is not None and other.assignment(), 60, "a first member")
 
-    paused = consumer(kafka_bootstrap, group)
+    paused = consumer(kafka_bootstrap, group, protocol)
     pause = Pause(paused, seconds_until_probe=lambda: 60.0)
     assignments = []
 
-    def on_assign(c, partitions):
+    def on_assign(c, partitions):  # all of them (classic) or those added (consumer protocol)
         assignments.append(sorted(tp.partition for tp in partitions))
         pause.reapply(partitions)
+
+    def holds_both() -> bool:
+        return sorted(tp.partition for tp in paused.assignment()) == [0, 1]
 
     def one_each() -> bool:  # both members poll, so that the group can rebalance
         other.consume(1, 0.1)
@@ -48,7 +51,7 @@ def test_a_pause_covers_partitions_assigned_after_it(kafka_bootstrap, new_topic)
     pause.start(60.0, paused.assignment())
     got = []  # what the paused consumer receives from here on: nothing
     other.close()
-    wait_for(lambda: got.extend(paused.consume(100, 0.1)) or assignments[-1] == [0, 1], 60,
+    wait_for(lambda: got.extend(paused.consume(100, 0.1)) or holds_both(), 60,
              "both partitions after the first member left")
     quiet_until = time.monotonic() + QUIET_SECONDS
     while time.monotonic() < quiet_until:

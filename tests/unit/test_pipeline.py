@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from processor.codecs import BytesCodec, JsonCodec, StringCodec
-from processor.deadletter import Failure, dead_letter_headers
-from processor.pipeline import CHECK_EVERY, Pipeline
+from processor.deadletter import DROPPED, Failure, dead_letter, dead_letter_headers
+from processor.pipeline import CHECK_EVERY, Outputs, Pipeline
 from processor.transform import Output, Poison
 from tests.messages import message
 
 
-def pipeline(transform, reuse_input_key=True) -> Pipeline:
-    return Pipeline("app", transform, StringCodec(), JsonCodec(), "out", StringCodec(), JsonCodec(),
-                    reuse_input_key)
+def pipeline(transform, reuse_input_key=True, output_key=None) -> Pipeline:
+    return Pipeline("app", transform, StringCodec(), JsonCodec(), "out", output_key or StringCodec(),
+                    JsonCodec(), reuse_input_key)
 
 
 MSG = message("in", 2, 41, b"k1", b'{"n": 1}', headers=[("h", b"v")])
@@ -19,14 +19,14 @@ MSG = message("in", 2, 41, b"k1", b'{"n": 1}', headers=[("h", b"v")])
 
 def test_plain_value_keeps_key_and_headers():
     out = pipeline(lambda r: {"n": r.value["n"] + 1}).process(MSG)
-    assert out == ("out", b'{"n":2}', b"k1", [("h", b"v")])  # Producer.produce's order
+    assert out == Outputs([("out", b'{"n":2}', b"k1", [("h", b"v")])])  # Producer.produce's order
 
 
 def test_none_drops_and_iterables_fan_out():
-    assert pipeline(lambda r: None).process(MSG) == []
+    assert pipeline(lambda r: None).process(MSG) == Outputs([])
     outs = pipeline(lambda r: (Output(i, key=f"k{i}", topic="t2", headers=[]) for i in range(3))).process(MSG)
-    assert outs == [
-        ("t2", b"0", b"k0", None), ("t2", b"1", b"k1", None), ("t2", b"2", b"k2", None)]
+    assert outs == Outputs([
+        ("t2", b"0", b"k0", None), ("t2", b"1", b"k1", None), ("t2", b"2", b"k2", None)])
 
 
 def test_record_fields_and_idempotency_key():
@@ -39,8 +39,11 @@ def test_record_fields_and_idempotency_key():
 
 
 def test_input_key_is_re_encoded_when_formats_differ():
-    _, _, key, _ = pipeline(lambda r: 1, reuse_input_key=False).process(MSG)
-    assert key == b"k1"
+    # string in, json out: the decoded key "k1" goes out as the JSON string "k1"
+    [(_, _, key, _)] = pipeline(lambda r: 1, reuse_input_key=False, output_key=JsonCodec()).process(MSG).records
+    assert key == b'"k1"'
+    [(_, _, kept, _)] = pipeline(lambda r: 1, reuse_input_key=True).process(MSG).records
+    assert kept == b"k1"
 
 
 def test_failures_carry_their_stage():
@@ -69,6 +72,24 @@ def test_dead_letter_headers_and_bounded_stacktrace():
     assert values["__processor.errors.exception"] == b"ValueError"
     assert len(values["__processor.errors.stacktrace"]) == 500
     assert values["__processor.errors.stacktrace"].endswith(b"boom \n")
+    assert "__processor.errors.dropped" not in values
+
+
+def test_shrunk_dead_letters_drop_the_value_then_key_and_headers():
+    failure = Failure("produce", ValueError("x" * 5000))
+    whole, no_value, bare = (dead_letter(MSG, failure, "app", 8192, shrink) for shrink in range(len(DROPPED)))
+    assert (whole.value, whole.key) == (b'{"n": 1}', b"k1")
+    assert (no_value.value, no_value.key) == (None, b"k1")
+    assert (bare.value, bare.key) == (None, None)
+    assert dict(no_value.headers)["__processor.errors.dropped"] == b"value"
+    assert dict(bare.headers)["__processor.errors.dropped"] == b"value,key,headers"
+    assert ("h", b"v") in no_value.headers and ("h", b"v") not in bare.headers
+    for letter in (no_value, bare):  # still point at the input, with shortened texts
+        values = dict(letter.headers)
+        assert (values["__processor.errors.topic"], values["__processor.errors.offset"]) == (b"in", b"41")
+        assert len(values["__processor.errors.message"]) <= 1024
+        assert len(values["__processor.errors.stacktrace"]) <= 1024
+    assert len(dict(whole.headers)["__processor.errors.message"]) == 5000
 
 
 class SteppedClock:
