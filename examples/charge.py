@@ -12,8 +12,7 @@ import os
 import urllib.error
 import urllib.request
 
-from processor.resilience import Transient, dependency
-from processor.transform import Poison, Record
+from processor import Poison, Record, Transient, dependency
 
 gateway = dependency("payment-gateway")
 GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processor.transform import Poison, Record
+from processor import Poison, Record
 
 TAX_RATE_PERCENT = {"EUR": 20, "GBP": 20, "USD": 8}
 HIGH_RISK_CENTS = 100_000

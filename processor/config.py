@@ -88,7 +88,13 @@ class KafkaConfig(Strict):
     producer: dict[str, RawValue] = {}
     unreachable_timeout_ms: int = Field(default=120_000, ge=1000)
     group_protocol: Literal["classic", "consumer"] = "classic"
-    static_membership: bool = True
+    # static membership (group.instance.id = instance_id): on by default with the classic
+    # protocol, off with the consumer protocol (see kafka.py for why)
+    static_membership: bool | None = None
+
+    @property
+    def static(self) -> bool:
+        return self.group_protocol == "classic" if self.static_membership is None else self.static_membership
 
     @model_validator(mode="after")
     def _sasl_when_needed(self) -> KafkaConfig:

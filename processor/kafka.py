@@ -69,10 +69,15 @@ def _check_overrides(section: str, overrides: dict[str, Any], fixed: dict[str, A
 # queue holds queued.min.messages: a fast loop drains 100,000 records well within that second
 # and then waits out the rest of it (measured: half the run time of a pass-through)
 CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 10}
-# A static member (group.instance.id) that restarts takes its partitions back at once, without
-# a rebalance; one that does not come back keeps them until its session times out: 10 s here
-# (librdkafka's 45 s stalled them that long after every crash). A heartbeat a second lets the
-# others learn of a rebalance soon after.
+# Classic protocol: a static member (group.instance.id) that restarts takes its partitions back
+# at once, without a rebalance, even after kill -9; one that does not come back keeps them
+# until its session times out: 10 s here (librdkafka's 45 s stalled them that long after every
+# crash). A heartbeat a second lets the others learn of a rebalance soon after.
+# Consumer protocol (KIP-848): the broker refuses a static member's instance id until the
+# session of a killed predecessor expires (UNRELEASED_INSTANCE_ID), and keeps a static
+# member's partitions for the whole session after a clean close; the session timeout is the
+# broker's (45 s at least by default). So there members are dynamic by default: a clean close
+# hands the partitions over at once, and a crash waits out the broker's session timeout.
 CLASSIC_GROUP_DEFAULTS = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}
 # the processor creates no topics, not even by producing to one that was deleted
 PRODUCER_DEFAULTS = {"linger.ms": 5, "allow.auto.create.topics": False}
@@ -82,7 +87,7 @@ def consumer_settings(config: Config) -> dict[str, Any]:
     _check_overrides("consumer", config.kafka.consumer, _CONSUMER_FIXED)
     k = config.kafka
     group: dict[str, Any] = {"group.id": config.group_id, "group.protocol": k.group_protocol}
-    if k.static_membership:
+    if k.static:
         group["group.instance.id"] = config.instance_id
     if k.group_protocol == "classic":
         group.update(CLASSIC_GROUP_DEFAULTS)

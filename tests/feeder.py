@@ -18,6 +18,7 @@ class Feeder(threading.Thread):
         super().__init__(name="feeder", daemon=True)
         self.bootstrap, self.topic, self.samples, self.seconds = bootstrap, topic, samples, seconds
         self.error: BaseException | None = None
+        self.stopping = threading.Event()
         if seconds <= 0:
             self.run()
         else:
@@ -31,13 +32,18 @@ class Feeder(threading.Thread):
             for n, i in enumerate(range(0, len(self.samples), size)):
                 produce(self.bootstrap, self.topic, [(s.key, s.value) for s in self.samples[i:i + size]])
                 pause = began + (n + 1) * self.seconds / chunks - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)  # pacing the load, not waiting on a race
+                if self.stopping.wait(max(pause, 0)):  # pacing the load, not waiting on a race
+                    return
         except BaseException as exc:  # noqa: BLE001 - raised by finish()
             self.error = exc
 
     def done(self) -> bool:
         return not self.is_alive()
+
+    def stop(self) -> None:
+        """Produce no more (what was produced stays)."""
+        self.stopping.set()
+        self.finish()
 
     def finish(self) -> None:
         if self.is_alive():

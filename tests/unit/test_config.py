@@ -47,6 +47,19 @@ def test_valid_config_with_defaults(tmp_path, monkeypatch):
     assert config.transactional_id.startswith("orders-app-")
 
 
+@pytest.mark.parametrize("protocol, static, session", [("classic", "pod-3", 10000), ("consumer", None, None)])
+def test_group_settings_by_protocol(tmp_path, monkeypatch, protocol, static, session):
+    from processor.kafka import consumer_settings
+    monkeypatch.setenv("PROCESSOR__INSTANCE_ID", "pod-3")
+    monkeypatch.setenv("PROCESSOR__KAFKA__GROUP_PROTOCOL", protocol)
+    settings = consumer_settings(load_config(write(tmp_path, VALID)))
+    assert settings["group.protocol"] == protocol
+    assert settings.get("group.instance.id") == static  # static members only with classic
+    assert settings.get("session.timeout.ms") == session  # the broker's under KIP-848
+    monkeypatch.setenv("PROCESSOR__KAFKA__STATIC_MEMBERSHIP", "true")
+    assert consumer_settings(load_config(write(tmp_path, VALID)))["group.instance.id"] == "pod-3"
+
+
 def test_env_substitution_and_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("BOOT", "broker:9093")
     monkeypatch.setenv("PROCESSOR__PROCESSING__COMMIT_INTERVAL_MS", "250")
@@ -98,6 +111,18 @@ def test_secrets_are_not_shown(tmp_path, monkeypatch):
     (VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}",
                    "  bootstrap_servers: x\n  consumer: {isolation.level: read_uncommitted}"),
      "kafka.consumer: kafka.consumer.isolation.level must stay read_committed"),
+    (VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}",
+                   "  bootstrap_servers: x\n  group_protocol: consumer\n  consumer: {session.timeout.ms: 6000}"),
+     "kafka: kafka.consumer.session.timeout.ms cannot be set with group_protocol consumer"),
+    (VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}",
+                   "  bootstrap_servers: x\n  group_protocol: consumer\n  consumer: {partition.assignment.strategy: range}"),
+     "kafka.consumer.partition.assignment.strategy cannot be set with group_protocol consumer"),
+    (VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}",
+                   "  bootstrap_servers: x\n  consumer: {group.protocol: consumer}"),
+     "set kafka.group_protocol rather than kafka.consumer.group.protocol"),
+    (VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}",
+                   "  bootstrap_servers: x\n  group_protocol: cooperative"),
+     "kafka.group_protocol: Input should be 'classic' or 'consumer'"),
 ])
 def test_bad_config_gives_exit_2_and_a_precise_line(tmp_path, capsys, text, expected):
     code, lines = check(tmp_path, text, capsys)
@@ -133,3 +158,13 @@ def test_config_error_lists_problems(tmp_path):
         load_config(write(tmp_path, "app_id: x\n"))
     paths = {p.path for p in caught.value.problems}
     assert {"kafka", "input", "output", "dead_letter", "transform"} <= paths
+
+
+def test_the_public_api_is_at_the_top():
+    import processor
+    from processor import Output, Poison, Record, Transient, dependency
+    from processor.resilience import dependency as home
+    assert (Output.__name__, Poison.__name__, Record.__name__, Transient.__name__) == \
+        ("Output", "Poison", "Record", "Transient")
+    assert dependency is home and sorted(processor.__all__) == sorted(
+        ["Output", "Poison", "Record", "Transient", "dependency"])
