@@ -15,7 +15,8 @@ from confluent_kafka.admin import AdminClient
 from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
 from processor.engine import Engine
-from processor.kafka import ClientErrors, FatalError, client_settings, consumer_settings, producer_settings
+from processor.kafka import (ClientErrors, FatalError, client_settings, consumer_settings,
+                             incremental_assignment, producer_settings)
 from processor.logs import setup_logging
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
@@ -115,7 +116,8 @@ def run(config_path: str, stopping: threading.Event) -> int:
                                 metrics=metrics)
     engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
-                    seconds_until_probe=REGISTRY.seconds_until_probe)
+                    seconds_until_probe=REGISTRY.seconds_until_probe,
+                    incremental=incremental_assignment(config))
     threading.Thread(target=_log_stop_request, args=(stopping,), daemon=True).start()
     if config.metrics.enabled:
         server = start_server(config.metrics.host, config.metrics.port, metrics.registry,

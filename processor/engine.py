@@ -17,7 +17,7 @@ from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from processor.kafka import FatalError, kafka_error
+from processor.kafka import FENCED_BY, FatalError, is_fenced, kafka_error
 from processor.pausing import Pause
 from processor.pipeline import Outcome, Pipeline
 from processor.transaction import RetryLaterError, Transactions
@@ -36,7 +36,7 @@ class Engine:
     def __init__(self, consumer: Consumer, transactions: Transactions, pipeline: Pipeline, *,
                  topics: list[str], concurrency: int = 1, retry_backoff_s: float = 1.0,
                  seconds_until_probe: Callable[[], float] = lambda: 0.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 incremental: bool = False, clock: Callable[[], float] = time.monotonic):
         self.consumer, self.tx, self.pipeline = consumer, transactions, pipeline
         self.txp = transactions.txp
         self.reachability = self.txp.reachability
@@ -47,7 +47,7 @@ class Engine:
         self.executor = ThreadPoolExecutor(concurrency, "transform") if concurrency > 1 else None
         self.consume_batch = min(CONSUME_BATCH, concurrency * 4) if self.executor else CONSUME_BATCH
         self.retry_backoff = retry_backoff_s
-        self.pause = Pause(consumer, seconds_until_probe, clock)
+        self.pause = Pause(consumer, seconds_until_probe, clock, incremental)
         self.progressed = clock()  # when the loop last moved on: the watchdog reads it
         self._callback_error: BaseException | None = None
         self.ready = threading.Event()
@@ -106,7 +106,7 @@ class Engine:
                 uncommitted = fill(records, uncommitted)
             # serve delivery reports as they come: librdkafka frees a sent record only then, and
             # left to the commit, tens of thousands pile up (measured: ~15% more CPU per record)
-            self.txp.producer.poll(0)
+            self.txp.serve()
             if self.tx.due():
                 self.tx.commit()
         except RetryLaterError as exc:
@@ -153,6 +153,8 @@ class Engine:
 
     # -- consumer events -------------------------------------------------------------------
     def _consumer_error(self, error: KafkaError) -> None:
+        if is_fenced(error):
+            raise FatalError(f"{FENCED_BY}: {error.str()}")
         if error.fatal():
             raise FatalError(f"consumer failed fatally: {error.str()}")
         if error.code() in _UNREACHABLE:

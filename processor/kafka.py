@@ -12,8 +12,11 @@ from processor.config import Config
 _CONSUMER_FIXED = {"isolation.level": "read_committed", "enable.auto.commit": False,
                    "enable.auto.offset.store": False}
 _PRODUCER_FIXED = {"enable.idempotence": True, "acks": "all"}
-_FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+# a newer instance with the same instance_id took over: the producer's transactional.id or,
+# for a static member, the consumer's group.instance.id
+_FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.FENCED_INSTANCE_ID,
                  KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+FENCED_BY = "fenced by a newer instance with the same instance_id"
 
 
 class FatalError(Exception):
@@ -34,11 +37,12 @@ class ClientErrors:
 
     def __call__(self, error: KafkaError) -> None:
         if error.fatal() or error.code() in _DENIED:
-            self.fatal = self.fatal or error.str()
+            self.fatal = self.fatal or (f"{FENCED_BY}: {error.str()}" if is_fenced(error)
+                                        else f"Kafka refused this client: {error.str()}")
 
     def check(self) -> None:
         if self.fatal is not None:
-            raise FatalError(f"Kafka refused this client: {self.fatal}")
+            raise FatalError(self.fatal)
 
 
 def client_settings(config: Config) -> dict[str, Any]:
@@ -93,6 +97,12 @@ def consumer_settings(config: Config) -> dict[str, Any]:
         group.update(CLASSIC_GROUP_DEFAULTS)
     return {**client_settings(config), **group, "auto.offset.reset": config.input.auto_offset_reset,
             **CONSUMER_DEFAULTS, **k.consumer, **_CONSUMER_FIXED}
+
+
+def incremental_assignment(config: Config) -> bool:
+    """Whether the group assigns partitions by increments (the consumer protocol always does)."""
+    strategy = str(consumer_settings(config).get("partition.assignment.strategy", ""))
+    return config.kafka.group_protocol == "consumer" or "cooperative" in strategy
 
 
 def producer_settings(config: Config) -> dict[str, Any]:

@@ -16,8 +16,9 @@ log = logging.getLogger("processor.pausing")
 
 class Pause:
     def __init__(self, consumer: Consumer, seconds_until_probe: Callable[[], float],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, incremental: bool = False):
         self.consumer = consumer
+        self.incremental = incremental  # the group assigns by increments (KIP-848, cooperative)
         self.seconds_until_probe = seconds_until_probe  # until a circuit breaker lets a call by
         self.clock = clock
         self.until: float | None = None
@@ -42,7 +43,7 @@ class Pause:
         """Called on assignment: a pause covers partitions new to this consumer too (they
         come unpaused; those it had paused stay so)."""
         if self.until is not None:
-            if self.consumer.rebalance_protocol() == "COOPERATIVE":
+            if self.incremental:
                 self.consumer.incremental_assign(partitions)
             else:
                 self.consumer.assign(partitions)

@@ -238,7 +238,10 @@ class Transactions:
 
     def _refused_delivery(self) -> tuple[KafkaError, str] | None:
         """The first record Kafka refused in this transaction (error, topic), if any."""
-        self.txp.producer.poll(0)  # the reports of failed records may wait to be served
+        try:
+            self.txp.serve()  # the reports of failed records may wait to be served
+        except AbortTransaction:
+            pass  # the producer was replaced, which aborted its transaction
         errors, self.txp.delivery_errors = self.txp.delivery_errors, []
         for error, topic in errors:
             if error.code() in REFUSED:

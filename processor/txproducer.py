@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import ClusterMetadata
 
-from processor.kafka import ClientErrors, FatalError, is_fenced, kafka_error
+from processor.kafka import FENCED_BY, ClientErrors, FatalError, is_fenced, kafka_error
 
 log = logging.getLogger("processor.txproducer")
 NUDGE_SECONDS = 2.0
@@ -130,6 +130,20 @@ class TransactionalProducer:
             self._call(self.producer.abort_transaction, self.timeout, abortable=False)
             self.in_transaction = False
 
+    def serve(self) -> None:
+        """Serve delivery reports and logs. librdkafka raises its fatal error here too: fenced
+        ends the run, another fatal error replaces the producer and aborts the transaction."""
+        try:
+            self.producer.poll(0)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if is_fenced(error):
+                raise FatalError(f"{FENCED_BY}: {error.str()}") from exc
+            if not error.fatal():
+                raise
+            self._replace(f"the producer failed fatally ({error.str()})")
+            raise AbortTransaction(f"{error.str()}; the producer was replaced") from exc
+
     def _call(self, fn: Callable, *args, abortable: bool = True) -> Any:
         name = fn.__name__
         while True:
@@ -151,7 +165,9 @@ class TransactionalProducer:
             if not isinstance(call.error, KafkaException):
                 raise call.error
             error = kafka_error(call.error)
-            if is_fenced(error) or (error.fatal() and name == "init_transactions"):
+            if is_fenced(error):
+                raise FatalError(f"{name}: {FENCED_BY}: {error.str()}") from call.error
+            if error.fatal() and name == "init_transactions":
                 raise FatalError(f"{name} failed fatally: {error.str()}") from call.error
             if error.fatal():  # this producer is done for, but no newer instance took over
                 self._replace(f"{name} failed fatally ({error.str()})")
@@ -168,7 +184,10 @@ class TransactionalProducer:
 
     def _nudge(self) -> bool:
         """A metadata request (it refreshes librdkafka's view of the brokers); True if answered."""
-        self.producer.poll(0)  # serve delivery reports and logs meanwhile
+        try:
+            self.producer.poll(0)  # delivery reports and logs meanwhile
+        except KafkaException:
+            pass  # the call in progress reports the producer's failure
         try:
             metadata = self.producer.list_topics(timeout=NUDGE_SECONDS)
         except KafkaException:

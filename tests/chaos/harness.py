@@ -1,6 +1,6 @@
 """Chaos: process a stream while killing, stopping, restarting and rescaling everything.
 
-    python -m tests.chaos.harness --records 1000000 --seed 7 --faults 40
+    python -m tests.chaos.harness --records 1000000 --seed 7 --faults 40 [--group-protocol consumer]
 
 Produces N orders (1% poison) to a private broker, runs 1 to 3 processor instances and
 injects faults at random moments: kill -9 of an instance, SIGTERM, a hard restart (kill -9)
@@ -34,6 +34,7 @@ FAULTS = ("kill", "sigterm", "broker", "join", "leave")
 @dataclass
 class Summary:
     records: int
+    protocol: str = "classic"
     faults: Counter = field(default_factory=Counter)
     lost: int = 0
     duplicated: int = 0
@@ -51,8 +52,8 @@ class Summary:
 
     def __str__(self) -> str:
         faults = ", ".join(f"{n} {k}" for k, n in sorted(self.faults.items())) or "none"
-        return (f"chaos: {self.records} records, faults: {faults}; outputs {self.outputs}, "
-                f"dead-lettered {self.dead_lettered}, lost {self.lost}, duplicated "
+        return (f"chaos ({self.protocol} protocol): {self.records} records, faults: {faults}; "
+                f"outputs {self.outputs}, dead-lettered {self.dead_lettered}, lost {self.lost}, duplicated "
                 f"{self.duplicated}, unexpected {self.unexpected}, offsets at end "
                 f"{self.offsets_at_end}, bad exits {self.bad_exits or 'none'}; "
                 f"{self.elapsed:.0f}s -> {'OK' if self.ok else 'FAILED'}")
@@ -60,13 +61,14 @@ class Summary:
 
 class Chaos:
     def __init__(self, workdir: Path, records: int, seed: int, faults: int, max_instances: int = 3,
-                 feed_seconds: float = 0.0):
+                 feed_seconds: float = 0.0, group_protocol: str = "classic"):
         self.workdir, self.records, self.faults_budget = workdir, records, faults
+        self.group_protocol = group_protocol
         self.feed_seconds = feed_seconds  # 0: the input is all there before the first instance
         self.rng = random.Random(seed)
         self.max_instances = max_instances
         self.broker = LocalBroker(workdir / "kafka")
-        self.summary = Summary(records)
+        self.summary = Summary(records, group_protocol)
         self.running: dict[str, ProcessorProcess] = {}
         self.seed = seed
         self.next_id = 0
@@ -79,7 +81,8 @@ class Chaos:
             create_topics(bootstrap, self.topics, partitions=6)
             self.config = write_config(self.workdir / "config.yaml", bootstrap,
                                        input_topic=self.topics[0], output_topic=self.topics[1],
-                                       dead_letter_topic=self.topics[2], app_id="chaos")
+                                       dead_letter_topic=self.topics[2], app_id="chaos",
+                                       kafka={"group_protocol": self.group_protocol})
             samples = make_samples(self.records, poison_per_kind=0.0025, seed=self.seed)
             feeder = Feeder(bootstrap, self.topics[0], samples, self.feed_seconds)
             self._start(self._new_id())
@@ -158,11 +161,12 @@ def main() -> int:
     parser.add_argument("--faults", type=int, default=40)
     parser.add_argument("--feed-seconds", type=float, default=0.0,
                         help="spread producing the input over this long (default: all before the start)")
+    parser.add_argument("--group-protocol", choices=["classic", "consumer"], default="classic")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     summary = Chaos(workdir, args.records, args.seed, args.faults,
-                    feed_seconds=args.feed_seconds).run()
+                    feed_seconds=args.feed_seconds, group_protocol=args.group_protocol).run()
     print(summary)
     print(f"logs in {workdir}")
     return 0 if summary.ok else 1

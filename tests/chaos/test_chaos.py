@@ -9,10 +9,12 @@ from tests.chaos.harness import Chaos
 pytestmark = pytest.mark.kafka
 
 
-def test_bounded_chaos_keeps_exactly_once(tmp_path):
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_bounded_chaos_keeps_exactly_once(tmp_path, protocol):
     # fed over 30 s: the processors are fast enough to finish a pre-filled input before
     # the faults come
-    summary = Chaos(tmp_path, records=40_000, seed=3, faults=10, feed_seconds=30).run()
+    summary = Chaos(tmp_path, records=40_000, seed=3, faults=10, feed_seconds=30,
+                    group_protocol=protocol).run()
     print(summary)
     assert summary.ok, summary
     assert sum(summary.faults.values()) >= 5, summary

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 
 import pytest
 
@@ -12,11 +14,12 @@ from tests.feeder import Feeder
 from tests.processes import ProcessorProcess
 
 pytestmark = pytest.mark.kafka
+PROTOCOLS = pytest.mark.parametrize("protocol", ["classic", "consumer"])
 
 
-
-def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors):
-    p = pipe(partitions=3)
+@PROTOCOLS
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors, protocol):
+    p = pipe(partitions=3, kafka={"group_protocol": protocol})
     samples = make_samples(50_000, poison_per_kind=0.005, seed=4)
     feeder = Feeder(p.bootstrap, p.input, samples, seconds=20)  # a live stream, however fast we are
     rng = random.Random(4)
@@ -38,6 +41,29 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors)
     assert verdict.ok, verdict
 
 
+def log_lines(proc: ProcessorProcess) -> list[dict]:
+    return [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
+
+
+def errors_of(proc: ProcessorProcess) -> list[str]:
+    """The processor's own ERROR lines."""
+    return [line["message"] for line in log_lines(proc)
+            if line["level"] == "ERROR" and line["logger"] == "processor"]
+
+
+def holds(proc: ProcessorProcess) -> set[str]:
+    """The partitions `proc` held when asked to stop, from its assigned and revoked lines."""
+    held: set[str] = set()
+    for line in log_lines(proc):
+        if line["message"].startswith("stop requested"):
+            break
+        kind, _, names = line["message"].partition(" ")
+        if kind in ("assigned", "revoked", "lost") and line["logger"] == "processor.engine":
+            parts = set(names.split(", ")) - {"nothing"}
+            held = held | parts if kind == "assigned" else held - parts
+    return held
+
+
 def live_stream(p, processors, samples, chunks: int, instance: str,
                 committed: int) -> tuple[Feeder, ProcessorProcess]:
     """Feed `samples` in chunks while `instance` runs; return the feeder and the instance
@@ -48,22 +74,25 @@ def live_stream(p, processors, samples, chunks: int, instance: str,
     return feeder, proc
 
 
-def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors):
-    p = pipe(partitions=3)
+@PROTOCOLS
+def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors, protocol):
+    p = pipe(partitions=3, kafka={"group_protocol": protocol})
     samples = make_samples(20_000, poison_per_kind=0.005, seed=5)
     feeder, first = live_stream(p, processors, samples, chunks=40, instance="same-id", committed=0)
     second = processors(p.config, "same-id")
 
-    assert first.proc.wait(120) != 0
-    assert "fenced" in first.log().lower() or "fatal" in first.log().lower(), first.log()[-2000:]
+    assert first.proc.wait(120) == 1
+    [error] = errors_of(first)
+    assert re.match(r"stopping: (\w+: )?fenced by a newer instance with the same instance_id: ", error), error
     feeder.finish()
     p.drain(second, 180)
     verdict = p.verify(samples)
     assert verdict.ok, verdict
 
 
-def test_instances_joining_and_leaving_mid_stream(pipe, processors):
-    p = pipe(partitions=4)
+@PROTOCOLS
+def test_instances_joining_and_leaving_mid_stream(pipe, processors, protocol):
+    p = pipe(partitions=4, kafka={"group_protocol": protocol})
     samples = make_samples(30_000, poison_per_kind=0.005, seed=6)
     feeder, first = live_stream(p, processors, samples, chunks=60, instance="a", committed=2_000)
     second = processors(p.config, "b")
@@ -72,13 +101,14 @@ def test_instances_joining_and_leaving_mid_stream(pipe, processors):
     feeder.finish()
     p.drain(second, 180)
 
-    assert "assigned" in second.log()
+    assert holds(second) == {f"{p.input}[{n}]" for n in range(4)}, second.log()[-3000:]
     verdict = p.verify(samples)
     assert verdict.ok, verdict
 
 
-def test_repeated_sigterm_restarts_mid_stream(pipe, processors):
-    p = pipe(partitions=3)
+@PROTOCOLS
+def test_repeated_sigterm_restarts_mid_stream(pipe, processors, protocol):
+    p = pipe(partitions=3, kafka={"group_protocol": protocol})
     samples = make_samples(60_000, poison_per_kind=0.005, seed=12)
     feeder = Feeder(p.bootstrap, p.input, samples, seconds=10)  # a live stream, however fast we are
     stops = 0

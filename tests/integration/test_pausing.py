@@ -31,7 +31,7 @@ def test_a_pause_covers_partitions_assigned_after_it(kafka_bootstrap, new_topic,
     wait_for(lambda: other.consume(1, 0.1) is not None and other.assignment(), 60, "a first member")
 
     paused = consumer(kafka_bootstrap, group, protocol)
-    pause = Pause(paused, seconds_until_probe=lambda: 60.0)
+    pause = Pause(paused, seconds_until_probe=lambda: 60.0, incremental=protocol == "consumer")
     assignments = []
 
     def on_assign(c, partitions):  # all of them (classic) or those added (consumer protocol)

@@ -174,7 +174,7 @@ def test_a_retriable_error_is_retried_in_place():
 def test_fenced_ends_the_run(code):
     cluster = FakeCluster(TOPICS)
     cluster.faults["commit_transaction"] = [error(code, fatal=True)]
-    with pytest.raises(FatalError, match="fatally"):
+    with pytest.raises(FatalError, match="^commit_transaction: fenced by a newer instance with the same instance_id: "):
         run(inputs(), lambda r: r.value, cluster)
 
 
