@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -17,13 +18,25 @@ COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN
                       KafkaError.COORDINATOR_NOT_AVAILABLE}
 
 
+# librdkafka's own log lines of these helper clients (e.g. "Coordinator load in progress")
+# go to this logger instead of stderr: quiet unless a caller configures it
+LIBRDKAFKA_LOG = logging.getLogger("localkafka.librdkafka")
+LIBRDKAFKA_LOG.addHandler(logging.NullHandler())
+LIBRDKAFKA_LOG.propagate = False
+
+
+def client(kind, settings: dict):
+    """A Consumer, Producer or AdminClient whose librdkafka logs go to LIBRDKAFKA_LOG."""
+    return kind({**settings, "logger": LIBRDKAFKA_LOG})
+
+
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
                   config: dict[str, str] | None = None) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = client(AdminClient, {"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(n, partitions, 1, config=config or {}) for n in names],
                                   operation_timeout=30)
     for future in futures.values():
@@ -33,8 +46,8 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
             headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> int:
     """Produce (key, value) pairs idempotently and wait for every delivery."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                         "linger.ms": 5})
+    producer = client(Producer, {"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                                 "linger.ms": 5})
     failures: list = []
 
     def on_delivery(err, _msg):
@@ -70,9 +83,9 @@ class Read:
 def read_all(bootstrap: str, topic: str, isolation: str = "read_committed",
              timeout: float = 60.0) -> list[Read]:
     """Every record of `topic` visible under `isolation`, in partition order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("reader"),
-                         "enable.auto.commit": False, "isolation.level": isolation,
-                         "auto.offset.reset": "earliest"})
+    consumer = client(Consumer, {"bootstrap.servers": bootstrap, "group.id": unique_name("reader"),
+                                 "enable.auto.commit": False, "isolation.level": isolation,
+                                 "auto.offset.reset": "earliest"})
     try:
         meta = consumer.list_topics(topic, timeout=30).topics[topic]
         if meta.error is not None:
@@ -117,8 +130,8 @@ def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 3
 
     read_uncommitted, so the fetch does not wait (require_stable) for a pending transactional
     offset commit, such as a killed instance's; it returns the last committed offsets."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "isolation.level": "read_uncommitted"})
+    consumer = client(Consumer, {"bootstrap.servers": bootstrap, "group.id": group,
+                                 "isolation.level": "read_uncommitted"})
     deadline = time.monotonic() + timeout
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
@@ -136,7 +149,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 3
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("ends")})
+    consumer = client(Consumer, {"bootstrap.servers": bootstrap, "group.id": unique_name("ends")})
     try:
         deadline = time.monotonic() + 30
         while True:  # a topic just created may not have its leaders in place yet

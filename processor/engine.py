@@ -188,7 +188,7 @@ class Engine:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("lost").inc()
         log.warning("lost %s: aborting the open transaction", _names(partitions))
-        self._guard(self.tx.on_lost, partitions)
+        self._guard(partial(self.tx.on_revoke, lost=True), partitions)
 
     def _guard(self, action: Callable[[list[TopicPartition]], None],
                partitions: list[TopicPartition]) -> None:

@@ -292,17 +292,14 @@ class Transactions:
         for hook in self.hooks:
             hook.assigned(partitions)
 
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
+    def on_revoke(self, partitions: list[TopicPartition], lost: bool = False) -> None:
+        """Settle the open transaction before the partitions go: commit it, or abort it if
+        they were lost (another member may hold them already)."""
         try:
-            self.commit_or_abort()
-        finally:
-            self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
-            for hook in self.hooks:
-                hook.revoked(partitions)
-
-    def on_lost(self, partitions: list[TopicPartition]) -> None:
-        try:
-            self.abort()
+            if lost:
+                self.abort()
+            else:
+                self.commit_or_abort()
         finally:
             self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
             for hook in self.hooks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,3 +73,24 @@ class ProcessorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_lines(self) -> list[dict]:
+        """The JSON log lines (librdkafka's own stderr lines and tracebacks left out)."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+
+    def errors(self) -> list[str]:
+        """The processor's own ERROR lines."""
+        return [line["message"] for line in self.log_lines()
+                if line["level"] == "ERROR" and line["logger"] == "processor"]
+
+    def held_partitions(self) -> set[str]:
+        """The partitions (`topic[n]`) it holds, or held when asked to stop, from its log."""
+        held: set[str] = set()
+        for line in self.log_lines():
+            if line["message"].startswith("stop requested"):
+                break
+            kind, _, names = line["message"].partition(" ")
+            if kind in ("assigned", "revoked", "lost") and line["logger"] == "processor.engine":
+                parts = set(names.split(", ")) - {"nothing"}
+                held = held | parts if kind == "assigned" else held - parts
+        return held

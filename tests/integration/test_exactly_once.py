@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections import defaultdict
 
 import fastavro
@@ -15,6 +16,19 @@ from tests.transforms import singled_out
 from tests.verify import ENRICHED
 
 pytestmark = pytest.mark.kafka
+# per poison kind of examples/orders.py: the exception and its message (a regular expression)
+EXPECTED_ERRORS = {
+    "garbage": (b"EOFError", rb"Expected -270272 bytes, read 28"),
+    "wrong_schema": (b"EOFError", rb"Expected 1099\d{9} bytes, read 9"),
+    "refused": (b"Poison", rb"order o-2-\d{7} has a non-positive amount -\d+"),
+    "overflow": (b"CodecError", rb"com\.example\.orders\.EnrichedOrder\.total_cents is <\d+> of type "
+                                rb"<class 'int'> expected long"),
+}
+
+
+def message_line(headers: dict[str, bytes]) -> bytes:
+    """The last line of a stack trace: `module.Class: message` or `Class: message`."""
+    return headers["__processor.errors.exception"] + b": " + headers["__processor.errors.message"]
 
 
 def test_outputs_and_dead_letters_exactly_once(pipe, processors):
@@ -50,15 +64,16 @@ def test_dead_letter_records_carry_the_original_and_the_error(pipe, processors):
         assert int(h["__processor.errors.offset"]) == original.offset
         assert int(h["__processor.errors.timestamp"]) > 0
         assert h["__processor.errors.stage"] == sample.stage.encode()
-        assert h["__processor.errors.exception"]
-        assert h["__processor.errors.message"]
-        assert b"Traceback" in h["__processor.errors.stacktrace"]
+        exception, message = EXPECTED_ERRORS[sample.kind]
+        assert h["__processor.errors.exception"] == exception
+        assert re.fullmatch(message, h["__processor.errors.message"]), h["__processor.errors.message"]
+        trace = h["__processor.errors.stacktrace"]
+        assert trace.startswith(b"Traceback") and trace.rstrip().endswith(message_line(h))
         assert len(h["__processor.errors.stacktrace"]) <= 8192
         assert h["__processor.errors.attempts"] == b"1"
         assert h["__processor.errors.app_id"] == p.app_id.encode()
-    exceptions = {(r.headers["__processor.errors.stage"], r.headers["__processor.errors.exception"])
-                  for r in dead}
-    assert (b"transform", b"Poison") in exceptions
+    assert {r.headers["__processor.errors.exception"] for r in dead} == \
+        {exception for exception, _ in EXPECTED_ERRORS.values()}
 
 
 def test_outputs_keep_each_input_partitions_order(pipe, processors):
