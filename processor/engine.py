@@ -17,7 +17,7 @@ from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from processor.kafka import FENCED_BY, FatalError, is_fenced, kafka_error
+from processor.kafka import FENCED_BY, FatalError, is_fatal, is_fenced, kafka_error
 from processor.pausing import Pause
 from processor.pipeline import Outcome, Pipeline
 from processor.transaction import RetryLaterError, Transactions
@@ -155,7 +155,7 @@ class Engine:
     def _consumer_error(self, error: KafkaError) -> None:
         if is_fenced(error):
             raise FatalError(f"{FENCED_BY}: {error.str()}")
-        if error.fatal():
+        if is_fatal(error):
             raise FatalError(f"consumer failed fatally: {error.str()}")
         if error.code() in _UNREACHABLE:
             self.reachability.failed(f"consumer: {error.str()}")

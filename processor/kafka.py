@@ -36,7 +36,7 @@ class ClientErrors:
         self.fatal: str | None = None
 
     def __call__(self, error: KafkaError) -> None:
-        if error.fatal() or error.code() in _DENIED:
+        if is_fatal(error) or error.code() in _DENIED:
             self.fatal = self.fatal or (f"{FENCED_BY}: {error.str()}" if is_fenced(error)
                                         else f"Kafka refused this client: {error.str()}")
 
@@ -119,5 +119,12 @@ def kafka_error(exc: KafkaException) -> KafkaError:
     return KafkaError(KafkaError._FAIL, str(exc))
 
 
+def is_fatal(error: KafkaError) -> bool:
+    """A consumer reports its fatal error as `_FATAL` without the fatal flag."""
+    return error.fatal() or error.code() == KafkaError._FATAL
+
+
 def is_fenced(error: KafkaError) -> bool:
-    return error.code() in _FENCED_CODES
+    # a consumer's fatal error hides its code behind `_FATAL`: only its text names it
+    return error.code() in _FENCED_CODES or (
+        error.code() == KafkaError._FATAL and "fenced by other consumer" in error.str())

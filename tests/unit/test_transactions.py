@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError
 
 from processor.codecs import BytesCodec
 from processor.engine import Engine
-from processor.kafka import ClientErrors, FatalError
+from processor.kafka import ClientErrors, FatalError, is_fatal, is_fenced
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
 from processor.refusals import Refusals
@@ -227,3 +227,15 @@ def test_refusals_halve_to_the_culprit_and_widen_after_commits():
     assert refusals.culprits == {} and refusals.shrink == {} and refusals.limit(100_000) == 2
     refusals.committed({("in", 0): 200})
     assert refusals.limit(100_000) == 100_000 and not refusals.suspect
+
+
+def test_a_consumer_fenced_as_a_static_member_is_told_apart():
+    fenced = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
+                                           "consumer with same group.instance.id")
+    assert is_fatal(fenced) and is_fenced(fenced)
+    errors = ClientErrors()
+    errors(fenced)
+    with pytest.raises(FatalError, match="^fenced by a newer instance with the same instance_id: "):
+        errors.check()
+    other = KafkaError(KafkaError._FATAL, "Fatal error: something else")
+    assert is_fatal(other) and not is_fenced(other)
