@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from processor.configfile import ConfigFileError, read_yaml
 
 ENV_PREFIX = "PROCESSOR__"
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -262,18 +263,9 @@ def _describe(error: dict) -> Problem:
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError([Problem("", f"config file not found: {path}")]) from None
-    except OSError as exc:
-        raise ConfigError([Problem("", f"cannot read config file {path}: {exc.strerror}")]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem("", f"{path}: invalid YAML{where}: {reason}")]) from None
+        raw = read_yaml(path)
+    except ConfigFileError as exc:
+        raise ConfigError([Problem("", str(exc))]) from None
     if not isinstance(raw, dict):
         raise ConfigError([Problem("", f"{path}: the top level must be a mapping of keys")])
     problems: list[Problem] = []
@@ -284,3 +276,13 @@ def load_config(path: str | Path) -> Config:
         return Config(**data)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
+    except SettingsError as exc:  # a PROCESSOR__* variable that is not valid JSON, say
+        raise ConfigError([Problem("", f"environment override {_settings_reason(exc)}")]) from None
+
+
+def _settings_reason(exc: SettingsError) -> str:
+    """`PROCESSOR__INPUT__*: not valid JSON (...)` out of pydantic-settings' message."""
+    field = re.search(r'field "(\w+)"', str(exc))
+    where = f"{ENV_PREFIX}{field.group(1).upper()}__*" if field else ENV_PREFIX + "*"
+    cause = exc.__cause__
+    return f"{where}: not valid JSON ({cause})" if cause is not None else f"{where}: {exc}"

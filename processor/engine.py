@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from processor.kafka import FENCED_BY, FatalError, is_fatal, is_fenced, kafka_error
 from processor.pausing import Pause
-from processor.pipeline import Outcome, Pipeline
+from processor.pipeline import Outcome, Pipeline, TransformExit
 from processor.transaction import RetryLaterError, Transactions
 from processor.txproducer import AbortTransaction
 
@@ -63,12 +63,23 @@ class Engine:
             while not stopping.is_set():
                 self._step()
             self.tx.commit_or_abort()
+        except TransformExit:
+            self._abort_quietly()
+            raise
         except BaseException:
             self.tx.open = None  # never commit after a failure: the broker aborts it
             raise
         finally:
             self.ready.clear()
             _bounded(self.consumer.close, CLOSE_SECONDS)
+
+    def _abort_quietly(self) -> None:
+        """Abort the open transaction on the way out, if Kafka lets us."""
+        try:
+            self.tx.abort()
+        except Exception as exc:  # noqa: BLE001 - the broker aborts it at its timeout anyway
+            log.warning("could not abort the open transaction: %s", exc)
+            self.tx.open = None
 
     def _step(self) -> None:
         self.progressed = self.clock()

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException, Message
 
 from processor.codecs import BytesCodec, Codec
 from processor.deadletter import Failure
+from processor.kafka import FatalError
 from processor.resilience.dependency import set_record_deadline
 from processor.resilience.errors import Transient
 from processor.resilience.retry import attempts_of
@@ -23,7 +24,7 @@ from processor.transform import _INPUT_KEY, Headers, Output, Record, Transform
 
 # an output record in Producer.produce's argument order: (topic, value, key, headers)
 Encoded = tuple[str, bytes | None, bytes | None, Headers | None]
-_SINGLE_VALUES = (bytes, str, dict, int, float, bool)
+_SINGLE_VALUES = (bytes, bytearray, memoryview, str, dict, int, float, bool)
 _PLAIN = frozenset(_SINGLE_VALUES)  # exactly these types: one set lookup on the hot path
 # the transaction's deadline is checked after every record while records are slow or run
 # under record deadlines (which must fit in the transaction timeout), and after every
@@ -31,6 +32,15 @@ _PLAIN = frozenset(_SINGLE_VALUES)  # exactly these types: one set lookup on the
 # tenth of a pass-through record); records turning slow overrun it by < CHECK_EVERY records
 CHECK_EVERY = 16
 FAST_S = 0.001
+
+
+class TransformExit(FatalError):
+    """The transform raised SystemExit, KeyboardInterrupt or another BaseException: stop
+    (exit 1), naming the record, rather than exit as it asked or dead-letter the record."""
+
+    def __init__(self, msg: Message, error: BaseException):
+        super().__init__(f"the transform raised {type(error).__name__}({error}) on record "
+                         f"{msg.topic()} [{msg.partition()}] @{msg.offset()}")
 
 
 @dataclass(slots=True)
@@ -126,6 +136,8 @@ class Pipeline:
                     return i, RetryLater(exc)
                 except Exception as exc:
                     return i, Failure("transform", exc, attempts_of(exc))
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt: not the record's fault
+                    raise TransformExit(msg, exc) from exc
                 finally:
                     if uses_deadlines:
                         set_record_deadline(None)

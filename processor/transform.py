@@ -98,7 +98,7 @@ def load_transform(spec: str, search_path: Path | None = None) -> Transform:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise TransformLoadError(f"cannot import module {module_name!r}: {exc}") from None
-    except Exception as exc:  # the module itself fails at import time
+    except BaseException as exc:  # the module itself fails (or exits) at import time
         raise TransformLoadError(
             f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     function = getattr(module, attr, None)

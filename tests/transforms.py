@@ -46,3 +46,11 @@ def pass_or_poison_huge(record):
     if os.environ.get("POISON_HUGE") and len(record.value) > 100_000:
         raise Poison("too big to process")
     return record.value
+
+
+def exits_on_the_first_singled_out(record):
+    """Raises the BaseException named by $EXIT_WITH (SystemExit or KeyboardInterrupt) on the
+    order numbered 50; passes the others through."""
+    if record.value["order_id"].endswith("-0000050"):
+        raise {"SystemExit": SystemExit(0), "KeyboardInterrupt": KeyboardInterrupt()}[os.environ["EXIT_WITH"]]
+    return {"order_id": record.value["order_id"]}

@@ -131,6 +131,48 @@ def test_bad_config_gives_exit_2_and_a_precise_line(tmp_path, capsys, text, expe
     assert not any("Traceback" in line for line in lines)
 
 
+LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" if i else "l0: &l0 [lol]\n"
+                 for i in range(10))
+
+
+@pytest.mark.timeout(20)  # a guard: each case ends in milliseconds, and must not explode
+@pytest.mark.parametrize("text, expected", [
+    (VALID + "tags: &r [*r]\n", "tags[0] refers back to a value that holds it (an alias inside its own anchor)"),
+    (VALID + "deep: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML at line 12, column 56: nested deeper than 50 levels"),
+    (VALID + LAUGHS, "expands to more than 100,000 values (aliases of aliases?)"),
+    (VALID + "x: [" + ", ".join(["*a"] * 101) + "]\na: &a 1\n", "more than 100 aliases"),
+    (VALID + "1: one\n", "1: keys must be strings (quote it)"),
+    (VALID.replace("dead_letter: {topic: dlq}", "dead_letter: {topic: dlq, 7: x}"),
+     "dead_letter.7: keys must be strings"),
+])
+def test_hostile_yaml_is_one_line_and_exit_2(tmp_path, capsys, text, expected):
+    code, lines = check(tmp_path, text, capsys)
+    assert code == 2 and len(lines) == 1 and expected in lines[0], lines
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_bytes((VALID + "# caf\xe9\n").encode("latin-1"))
+    assert main(["check", "-c", str(path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"{path}: not UTF-8 (byte 0xe9 at line 12)"]
+
+
+def test_an_override_that_is_not_json_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PROCESSOR__INPUT__TOPICS", "[bad")
+    code, lines = check(tmp_path, VALID, capsys)
+    assert code == 2 and lines == [
+        "environment override PROCESSOR__INPUT__*: not valid JSON (Expecting value: line 1 column 2 (char 1))"]
+
+
+def test_a_transform_that_exits_on_import_is_a_problem(tmp_path, capsys, monkeypatch):
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, lines = check(tmp_path, VALID.replace("examples.enrich:transform", "exits_on_import:transform"), capsys)
+    assert code == 2 and lines == [
+        "transform: importing module 'exits_on_import' failed: SystemExit: 0"]
+
+
 def test_invalid_schema_file(tmp_path, capsys):
     bad = tmp_path / "bad.avsc"
     bad.write_text('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}')

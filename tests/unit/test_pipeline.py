@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from processor.codecs import BytesCodec, JsonCodec, StringCodec
 from processor.deadletter import DROPPED, Failure, dead_letter, dead_letter_headers
-from processor.pipeline import CHECK_EVERY, Outputs, Pipeline
+from processor.pipeline import CHECK_EVERY, Outputs, Pipeline, TransformExit
 from processor.transform import Output, Poison
 from tests.messages import message
 
@@ -27,6 +29,22 @@ def test_none_drops_and_iterables_fan_out():
     outs = pipeline(lambda r: (Output(i, key=f"k{i}", topic="t2", headers=[]) for i in range(3))).process(MSG)
     assert outs == Outputs([
         ("t2", b"0", b"k0", None), ("t2", b"1", b"k1", None), ("t2", b"2", b"k2", None)])
+
+
+@pytest.mark.parametrize("error", [SystemExit(0), KeyboardInterrupt()])
+def test_a_transform_that_exits_stops_the_run_naming_the_record(error):
+    def leave(record):
+        raise error
+
+    with pytest.raises(TransformExit, match=r"^the transform raised \w+\(0?\) on record in \[2\] @41$"):
+        pipeline(leave).process(MSG)
+
+
+@pytest.mark.parametrize("result", [bytearray(b"xy"), memoryview(b"xy")])
+def test_bytearray_and_memoryview_results_are_bytes(result):
+    raw = Pipeline("app", lambda r: result, BytesCodec(), BytesCodec(), "out", BytesCodec(),
+                   BytesCodec(), True)
+    assert raw.process(MSG) == Outputs([("out", b"xy", b"k1", [("h", b"v")])])
 
 
 def test_record_fields_and_idempotency_key():
