@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 
 from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
-from processor.engine import Engine
+from processor.engine import STOP_SECONDS, Engine
 from processor.kafka import (ClientErrors, FatalError, client_settings, consumer_settings,
                              incremental_assignment, producer_settings)
 from processor.logs import setup_logging
@@ -118,7 +118,7 @@ def run(config_path: str, stopping: threading.Event) -> int:
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
                     seconds_until_probe=REGISTRY.seconds_until_probe,
                     incremental=incremental_assignment(config))
-    threading.Thread(target=_log_stop_request, args=(stopping,), daemon=True).start()
+    threading.Thread(target=_on_stop_request, args=(stopping, txp.reachability), daemon=True).start()
     if config.metrics.enabled:
         server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
                               problem=lambda: "stopping" if stopping.is_set() else transactions.streak.problem(),
@@ -161,7 +161,8 @@ def _watchdog(engine: Engine, bound_s: float) -> None:
             os._exit(EXIT_FATAL)
 
 
-def _log_stop_request(stopping: threading.Event) -> None:
+def _on_stop_request(stopping: threading.Event, reachability: Reachability) -> None:
     stopping.wait()
-    log.info("stop requested: finishing the open transaction")
+    reachability.stopping(STOP_SECONDS)
+    log.info("stop requested: finishing the open transaction (giving up after %.0fs)", STOP_SECONDS)
 

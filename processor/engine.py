@@ -27,7 +27,7 @@ log = logging.getLogger("processor.engine")
 CONSUME_BATCH = 1000
 IDLE_POLL_SECONDS = 0.5
 PROBE_SECONDS = 2.0
-CLOSE_SECONDS = 30.0
+STOP_SECONDS = 30.0  # from SIGTERM to exit, Kafka reachable or not (compose grace: 45 s)
 _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
                 KafkaError._RESOLVE}
 
@@ -71,7 +71,10 @@ class Engine:
             raise
         finally:
             self.ready.clear()
-            _bounded(self.consumer.close, CLOSE_SECONDS)
+            stop_by = self.reachability.stop_by or self.clock() + STOP_SECONDS
+            closed = _bounded(self.consumer.close, max(stop_by - self.clock(), 1.0))
+        if not closed:
+            raise FatalError("gave up stopping cleanly: the consumer did not leave the group in time")
 
     def _abort_quietly(self) -> None:
         """Abort the open transaction on the way out, if Kafka lets us."""
@@ -215,13 +218,13 @@ class Engine:
             raise error
 
 
-def _bounded(action: Callable[[], None], seconds: float) -> None:
-    """Run `action` but wait at most `seconds` for it (closing must not hang the exit)."""
+def _bounded(action: Callable[[], None], seconds: float) -> bool:
+    """Run `action` but wait at most `seconds` for it (closing must not hang the exit);
+    whether it finished."""
     thread = threading.Thread(target=action, name=action.__name__, daemon=True)
     thread.start()
     thread.join(seconds)
-    if thread.is_alive():
-        log.warning("%s did not finish within %.0fs; exiting anyway", action.__name__, seconds)
+    return not thread.is_alive()
 
 
 def _names(partitions: list[TopicPartition]) -> str:

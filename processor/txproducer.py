@@ -46,6 +46,7 @@ class Reachability:
                  clock: Callable[[], float] = time.monotonic):
         self.bound, self.errors, self.clock = bound_s, errors, clock
         self.since: float | None = None
+        self.stop_by: float | None = None  # once stopping: give up waiting on Kafka then
         self.last_probe = self.last_answer = clock()
 
     def answered(self) -> None:
@@ -54,9 +55,16 @@ class Reachability:
             log.info("Kafka answers again after %.1fs", self.clock() - self.since)
             self.since = None
 
+    def stopping(self, within_s: float) -> None:
+        """A stop was asked for: waiting on Kafka ends `within_s` from now, reachable or not."""
+        self.stop_by = self.clock() + within_s
+
     def failed(self, what: str) -> None:
         self.errors.check()
         now = self.clock()
+        if self.stop_by is not None and now > self.stop_by:
+            raise FatalError(f"gave up stopping cleanly: Kafka did not answer in time ({what}); "
+                             f"the open transaction is left for the broker to abort")
         if self.since is None:
             self.since = now
         elif now - self.since > self.bound:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from examples.orders import make_samples
 from localkafka.clients import create_topics, unique_name, wait_for
+from processor.engine import STOP_SECONDS
 from tests.conftest import Pipe
 from tests.feeder import Feeder
 from tests.processes import write_config
@@ -54,3 +58,25 @@ def test_exits_non_zero_when_the_broker_stays_away(private_broker, tmp_path, pro
     code = proc.proc.wait(90)
     assert code == 1
     assert "unreachable" in proc.log(), proc.log()[-2000:]
+
+
+def test_sigterm_while_the_broker_is_down_ends_within_the_stop_bound(private_broker, tmp_path, processors):
+    p = private_pipe(private_broker, tmp_path)  # the default unreachable bound: 120 s
+    samples = make_samples(40_000, poison_per_kind=0.0, seed=11)
+    feeder = Feeder(p.bootstrap, p.input, samples, seconds=30)
+    proc = processors(p.config, "stranded")
+    wait_for(lambda: p.committed_total() > 2_000, 60, "processing under way")
+    feeder.stop()
+    private_broker.kill()
+
+    stopped = time.monotonic()
+    proc.proc.send_signal(signal.SIGTERM)
+    code = proc.proc.wait(60)
+    took = time.monotonic() - stopped
+    print(f"\nSIGTERM with the broker down: exit {code} after {took:.1f}s")
+    assert took < STOP_SECONDS + 10, proc.log()[-3000:]  # below the 45 s grace period
+    if code == 1:
+        [line] = proc.errors()
+        assert line.startswith("stopping: gave up stopping cleanly"), line
+    else:
+        assert code == 0 and proc.errors() == [], proc.log()[-3000:]
