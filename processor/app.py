@@ -20,6 +20,7 @@ from processor.kafka import (ClientErrors, FatalError, client_settings, consumer
 from processor.logs import setup_logging
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
+from processor.preflight import kafka_settings, metrics_endpoint
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
 from processor.server import start_server
@@ -50,11 +51,7 @@ def build_pipeline(config: Config, metrics: Metrics | None = None) -> Pipeline:
         transform = load_transform(config.transform)
     except TransformLoadError as exc:
         problems.append(Problem("transform", str(exc)))
-    for section in ("consumer", "producer"):
-        try:
-            (consumer_settings if section == "consumer" else producer_settings)(config)
-        except ValueError as exc:
-            problems.append(Problem(f"kafka.{section}", str(exc)))
+    problems += kafka_settings(config)
     if problems:
         raise ConfigError(problems)
     return Pipeline(config.app_id, transform, codecs["input.key"], codecs["input.value"],
@@ -86,7 +83,7 @@ def check(config_path: str, connect: bool) -> list[Problem]:
         build_pipeline(config)
     except ConfigError as exc:
         return exc.problems
-    return check_connection(config) if connect else []
+    return metrics_endpoint(config) or (check_connection(config) if connect else [])
 
 
 def run(config_path: str, stopping: threading.Event) -> int:
@@ -120,9 +117,14 @@ def run(config_path: str, stopping: threading.Event) -> int:
                     incremental=incremental_assignment(config))
     threading.Thread(target=_on_stop_request, args=(stopping, txp.reachability), daemon=True).start()
     if config.metrics.enabled:
-        server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
-                              problem=lambda: "stopping" if stopping.is_set() else transactions.streak.problem(),
-                              ready=engine.ready.is_set)
+        try:
+            server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
+                                  problem=lambda: "stopping" if stopping.is_set() else transactions.streak.problem(),
+                                  ready=engine.ready.is_set)
+        except OSError as exc:  # taken since `check`, or a host that is not ours
+            log.error("stopping: cannot serve metrics on %s:%d: %s", config.metrics.host,
+                      config.metrics.port, exc.strerror or exc)
+            return EXIT_FATAL
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
     log.info("starting: %s -> %s (dead letters to %s), transactional.id %s",
              ",".join(config.input.topics), config.output.topic, config.dead_letter.topic,

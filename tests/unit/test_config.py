@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -171,6 +172,36 @@ def test_a_transform_that_exits_on_import_is_a_problem(tmp_path, capsys, monkeyp
     code, lines = check(tmp_path, VALID.replace("examples.enrich:transform", "exits_on_import:transform"), capsys)
     assert code == 2 and lines == [
         "transform: importing module 'exits_on_import' failed: SystemExit: 0"]
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("  consumer: {no.such.setting: 1}", "kafka.consumer: librdkafka refuses the settings: "
+                                         "No such configuration property: \"no.such.setting\""),
+    ("  producer: {linger.ms: banana}", "kafka.producer: librdkafka refuses the settings: "
+                                        "Invalid value for configuration property \"queue.buffering.max.ms\""),  # linger.ms's real name
+])
+def test_check_asks_librdkafka_about_raw_settings(tmp_path, capsys, section, expected):
+    code, lines = check(tmp_path, VALID.replace("  bootstrap_servers: ${BOOT:-127.0.0.1:9092}",
+                                                "  bootstrap_servers: x\n" + section), capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_a_transaction_timeout_librdkafka_cannot_hold_is_refused(tmp_path, capsys):
+    code, lines = check(tmp_path, VALID + "processing: {transaction_timeout_ms: 3000000000}\n", capsys)
+    assert code == 2 and lines == ['kafka.producer: librdkafka refuses the settings: Configuration property '
+                                   '"transaction.timeout.ms" value -1294967296 is outside allowed range '
+                                   '1000..2147483647'], lines
+
+
+def test_check_refuses_a_metrics_port_in_use_and_a_host_that_does_not_resolve(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, lines = check(tmp_path, VALID + f"metrics: {{host: 127.0.0.1, port: {port}}}\n", capsys)
+        assert code == 2 and lines == [f"metrics.port: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    code, lines = check(tmp_path, VALID + "metrics: {host: no-such-host.invalid}\n", capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("metrics.host: cannot resolve 'no-such-host.invalid'")
 
 
 def test_invalid_schema_file(tmp_path, capsys):

@@ -1,0 +1,55 @@
+"""What `run` needs from its environment, checked before it touches Kafka, so that `check`
+agrees with `run`: librdkafka's own verdict on the raw client settings (the clients are
+built with no brokers to reach, then dropped), and a metrics endpoint that can be served."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from processor.config import Config, Problem
+from processor.kafka import consumer_settings, kafka_error, producer_settings
+
+_QUIET = logging.getLogger("processor.preflight.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+def kafka_settings(config: Config) -> list[Problem]:
+    """One problem per client whose settings we or librdkafka refuse."""
+    problems = []
+    for section, settings_of, client in (("consumer", consumer_settings, Consumer),
+                                         ("producer", producer_settings, Producer)):
+        try:
+            settings = settings_of(config)
+        except ValueError as exc:
+            problems.append(Problem(f"kafka.{section}", str(exc)))
+            continue
+        try:
+            built = client({**settings, "bootstrap.servers": "", "logger": _QUIET})
+        except (KafkaException, ValueError, TypeError) as exc:
+            reason = kafka_error(exc).str() if isinstance(exc, KafkaException) else str(exc)
+            problems.append(Problem(f"kafka.{section}", f"librdkafka refuses the settings: {reason}"))
+            continue
+        if isinstance(built, Consumer):
+            built.close()
+    return problems
+
+
+def metrics_endpoint(config: Config) -> list[Problem]:
+    """The metrics host resolves and its port can be bound (nothing else holds it)."""
+    m = config.metrics
+    if not m.enabled:
+        return []
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(m.host, m.port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        return [Problem("metrics.host", f"cannot resolve {m.host!r}: {exc.strerror or exc}")]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return [Problem("metrics.port", f"cannot listen on {m.host}:{m.port}: {exc.strerror or exc}")]
+    return []
