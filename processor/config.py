@@ -139,7 +139,7 @@ class DeadLetterConfig(Strict):
 class ProcessingConfig(Strict):
     commit_interval_ms: int = Field(default=100, gt=0)
     max_batch_records: int = Field(default=100_000, gt=0)
-    transaction_timeout_ms: int = Field(default=60000, ge=1000)
+    transaction_timeout_ms: int = Field(default=60000, ge=1000, le=2**31 - 1)  # librdkafka's int
     concurrency: int = Field(default=1, ge=1, le=256)
     record_deadline_ms: int = Field(default=15000, ge=1)
     retry_backoff_ms: int = Field(default=1000, ge=0)
