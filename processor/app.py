@@ -164,7 +164,7 @@ def _watchdog(engine: Engine, bound_s: float) -> None:
 
 
 def _on_stop_request(stopping: threading.Event, reachability: Reachability) -> None:
+    """From the stop request on, waiting on Kafka is bounded (the engine logs the stop)."""
     stopping.wait()
     reachability.stopping(STOP_SECONDS)
-    log.info("stop requested: finishing the open transaction (giving up after %.0fs)", STOP_SECONDS)
 

@@ -62,6 +62,8 @@ class Engine:
         try:
             while not stopping.is_set():
                 self._step()
+            log.info("stop requested: finishing the open transaction (giving up after %.0fs)",
+                     STOP_SECONDS)
             self.tx.commit_or_abort()
         except TransformExit:
             self._abort_quietly()
