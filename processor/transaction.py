@@ -114,15 +114,15 @@ class Transactions:
                 if n == 0:
                     self._refused_at_once(msg, exc, out[0])
                     return
-                self._require_topic_of(out[0], kafka_error(exc))
-                if kafka_error(exc).code() not in REFUSED_AT_ONCE:
-                    raise AbortTransaction(f"producing failed: {kafka_error(exc).str()}") from exc
+                error = kafka_error(exc)
+                self._require_topic_of(out[0], error)
+                if error.code() not in REFUSED_AT_ONCE:
+                    raise AbortTransaction(f"producing failed: {error.str()}") from exc
                 # outputs of the record are in the transaction already: process it again in a
                 # new one and dead-letter it alone
-                self.refusals.refused_at_once(where, kafka_error(exc))
+                self.refusals.refused_at_once(where, error)
                 raise AbortTransaction(f"output {n + 1} of {len(outputs)} of record {where[0]} "
-                                       f"[{where[1]}] @{where[2]} was refused: "
-                                       f"{kafka_error(exc).str()}") from exc
+                                       f"[{where[1]}] @{where[2]} was refused: {error.str()}") from exc
             self.open.produced[out[0]] += 1
 
     def _refused_at_once(self, msg: Message, exc: KafkaException, topic: str) -> None:
@@ -142,10 +142,10 @@ class Transactions:
         except KafkaException as exc:
             raise AbortTransaction(f"could not ask Kafka whether output topics exist: "
                                    f"{kafka_error(exc).str()}") from exc
-        for topic in missing:
-            self._require_topic_of(topic, KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
-            return Failure("produce", MissingTopic(f"output topic {topic!r} does not exist"))
-        return None
+        if not missing:
+            return None
+        self._require_topic_of(missing[0], KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+        return Failure("produce", MissingTopic(f"output topic {missing[0]!r} does not exist"))
 
     def produce(self, out: Encoded) -> None:
         topic, value, key, headers = out
