@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
 from processor.engine import STOP_SECONDS, Engine
+from processor.hangmarks import commit_mark
+from processor.hangwatch import HangWatch
 from processor.kafka import (ClientErrors, FatalError, client_settings, consumer_settings,
                              incremental_assignment, producer_settings)
 from processor.logs import setup_logging
@@ -27,9 +28,10 @@ from processor.server import start_server
 from processor.transaction import Transactions
 from processor.transform import TransformLoadError, load_transform
 from processor.txproducer import Reachability, TransactionalProducer
+from processor.watchdog import EXIT_FATAL, hang_note, watch
 
 log = logging.getLogger("processor")
-EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_CONFIG = 0, 2
 WATCHDOG_MARGIN_S = 30.0
 
 
@@ -110,17 +112,26 @@ def run(config_path: str, stopping: threading.Event) -> int:
                                 commit_interval_s=p.commit_interval_ms / 1000,
                                 max_batch_records=p.max_batch_records,
                                 stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes,
-                                metrics=metrics)
+                                metrics=metrics, auto_offset_reset=config.input.auto_offset_reset)
     engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
                     seconds_until_probe=REGISTRY.seconds_until_probe,
                     incremental=incremental_assignment(config))
     threading.Thread(target=_on_stop_request, args=(stopping, txp.reachability), daemon=True).start()
+    hangs = HangWatch(pipeline.fill.__code__, pipeline.record_deadline_s)
+
+    def problem() -> str | None:
+        return "stopping" if stopping.is_set() else hangs.problem() or transactions.streak.problem()
+
+    def mark(msg: Message) -> str:
+        where, hang = transactions.marks.next_hang(msg)
+        commit_mark(txp.new_producer, consumer, where, hang)
+        return f"marked in Kafka: {hang_note(hang.times)}"
+
     if config.metrics.enabled:
         try:
             server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
-                                  problem=lambda: "stopping" if stopping.is_set() else transactions.streak.problem(),
-                                  ready=engine.ready.is_set)
+                                  problem=problem, ready=engine.ready.is_set)
         except OSError as exc:  # taken since `check`, or a host that is not ours
             log.error("stopping: cannot serve metrics on %s:%d: %s", config.metrics.host,
                       config.metrics.port, exc.strerror or exc)
@@ -130,7 +141,8 @@ def run(config_path: str, stopping: threading.Event) -> int:
              ",".join(config.input.topics), config.output.topic, config.dead_letter.topic,
              config.transactional_id)
     stall_bound = config.kafka.unreachable_timeout_ms / 1000 + WATCHDOG_MARGIN_S
-    threading.Thread(target=_watchdog, args=(engine, stall_bound), daemon=True).start()
+    threading.Thread(target=watch, args=(lambda: engine.progressed, stall_bound, hangs, mark),
+                     name="watchdog", daemon=True).start()
     began = time.monotonic()
     code = EXIT_OK
     # what start-up built lives as long as the process: keep the collector from walking it
@@ -147,20 +159,6 @@ def run(config_path: str, stopping: threading.Event) -> int:
              "%d transactions committed, %d aborted", time.monotonic() - began, t["consumed"],
              t["produced"], t["dead_lettered"], t["committed"], t["aborted"])
     return code
-
-
-def _watchdog(engine: Engine, bound_s: float) -> None:
-    """librdkafka calls can block past their timeouts while Kafka is away (consume() after a
-    lost assignment, seen with 2.16.0); rather than hang silently, exit 1 so the orchestrator
-    restarts the process. Nothing is lost: the open transaction was never committed."""
-    while True:
-        time.sleep(1.0)
-        stalled = time.monotonic() - engine.progressed
-        if stalled > bound_s:
-            log.error("stopping: the processing loop has been stuck for %.0fs (Kafka unreachable?)",
-                      stalled)
-            logging.shutdown()
-            os._exit(EXIT_FATAL)
 
 
 def _on_stop_request(stopping: threading.Event, reachability: Reachability) -> None:

@@ -110,10 +110,10 @@ class Engine:
             records = [msg for msg in messages if not msg.error()]
         if self.executor:  # one deadline for the whole batch: it bounds the transaction too
             deadline = self.clock() + self.pipeline.record_deadline_s
-            outcomes = self.executor.map(partial(self.pipeline.process, deadline=deadline), records)
+            outcomes = self.executor.map(partial(self._process, deadline=deadline), records)
             fill = partial(self._fill_outcomes, outcomes)
-        elif self.tx.refusals.culprits:  # records to dead-letter are among them: one by one
-            fill = partial(self._fill_outcomes, map(self.pipeline.process, records))
+        elif self.tx.refusals.culprits or self.tx.marks.hangs:  # records to dead-letter may be there
+            fill = partial(self._fill_outcomes, map(self._process, records))
         else:  # the hot path, one record at a time, so commits fall between records
             fill = self._fill
         uncommitted = 0  # records[uncommitted:] are in no committed transaction
@@ -149,6 +149,10 @@ class Engine:
             if self.clock() >= deadline:
                 break
         return self._added(records, start, i)
+
+    def _process(self, msg: Message, deadline: float | None = None) -> Outcome:
+        """One record's outcome apart from the hot path; one that hung too often is poison."""
+        return self.tx.marks.failure(msg) or self.pipeline.process(msg, deadline)
 
     def _fill_outcomes(self, outcomes: Iterator[Outcome], records: list[Message], start: int) -> int:
         """As `_fill`, for outcomes processed apart (`outcomes` yields records[start:]'s)."""

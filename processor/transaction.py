@@ -3,7 +3,8 @@ rewind; and what must happen at those boundaries and at rebalances.
 
 The loop (engine.py) consumes and hands records over; this object owns the open
 transaction. `Hooks` are told of every boundary (state stores attach there). Records Kafka
-refuses are tracked down and dead-lettered (refusals.py); a run of aborts without a commit
+refuses are tracked down and dead-lettered (refusals.py), and so are records that hung the
+processor again and again (hangmarks.py); a run of aborts without a commit
 is logged once and reported to /healthz (streak.py). An output or dead-letter topic that
 disappears while running ends the run, as it would at start.
 """
@@ -19,6 +20,7 @@ from confluent_kafka.admin import ClusterMetadata
 
 from processor.contents import TxnContents
 from processor.deadletter import DROPPED, Failure, dead_letter
+from processor.hangmarks import HangMarks
 from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
 from processor.pipeline import Encoded, Outcome, Outputs, RetryLater
@@ -50,7 +52,8 @@ class Transactions:
     def __init__(self, consumer: Consumer, producer: TransactionalProducer, *, input_topics: list[str],
                  output_topic: str, dead_letter_topic: str, app_id: str, commit_interval_s: float,
                  max_batch_records: int, stacktrace_max_bytes: int, metrics: Metrics,
-                 hooks: Iterable[Hooks] = (), clock: Callable[[], float] = time.monotonic):
+                 auto_offset_reset: str = "earliest", hooks: Iterable[Hooks] = (),
+                 clock: Callable[[], float] = time.monotonic):
         self.consumer, self.txp = consumer, producer
         self.single_topic = input_topics[0] if len(input_topics) == 1 else None
         self.output_topic, self.dead_letter_topic = output_topic, dead_letter_topic
@@ -61,6 +64,7 @@ class Transactions:
         self.open: TxnContents | None = None
         self.topics = Topics(consumer)
         self.refusals = Refusals()
+        self.marks = HangMarks(consumer, auto_offset_reset)
         self.streak = AbortStreak(clock=clock)
         self.assigned: set[tuple[str, int]] = set()
         producer.watch = self._watch
@@ -185,12 +189,13 @@ class Transactions:
     def commit(self) -> None:
         txn = self.open
         began = self.clock()
-        offsets = txn.next_offsets()
+        offsets = self.marks.carry(txn.next_offsets())
         for hook in self.hooks:
             hook.before_commit(offsets)
         self.txp.commit(offsets, self.consumer.consumer_group_metadata())
         self.open = None
         self.refusals.committed({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        self.marks.committed(offsets)
         self.streak.committed()
         for hook in self.hooks:
             hook.after_commit(offsets)
@@ -289,6 +294,7 @@ class Transactions:
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self.refusals.forget()  # whoever processes them next finds out again
+        self.marks.assigned(partitions)
         for hook in self.hooks:
             hook.assigned(partitions)
 
@@ -302,5 +308,6 @@ class Transactions:
                 self.commit_or_abort()
         finally:
             self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+            self.marks.revoked(partitions)
             for hook in self.hooks:
                 hook.revoked(partitions)

@@ -15,11 +15,12 @@ from tests.messages import message
 
 
 class FakeConsumer:
-    def __init__(self, inputs: dict[tuple[str, int], list[tuple[bytes, bytes]]], topics: set[str]):
+    def __init__(self, inputs: dict[tuple[str, int], list[tuple[bytes, bytes]]], cluster: FakeCluster):
         self.logs = {tp: [message(tp[0], tp[1], i, k, v) for i, (k, v) in enumerate(records)]
                      for tp, records in inputs.items()}
-        self.position = {tp: 0 for tp in self.logs}
-        self.topics = topics  # the topics the cluster has
+        self.cluster = cluster
+        self.position = {tp: cluster.offsets.get(tp, 0) for tp in self.logs}
+        self.topics = cluster.topics
         self.paused: set = set()
         self.callbacks: dict = {}
         self.assigned = False
@@ -66,7 +67,13 @@ class FakeConsumer:
     def consumer_group_metadata(self) -> str:
         return "group-metadata"
 
-    def get_watermark_offsets(self, tp, cached=False):
+    def committed(self, partitions, timeout=None):
+        return [TopicPartition(tp.topic, tp.partition,
+                               self.cluster.offsets.get((tp.topic, tp.partition), -1001),
+                               metadata=self.cluster.metadata.get((tp.topic, tp.partition)) or "")
+                for tp in partitions]
+
+    def get_watermark_offsets(self, tp, timeout=None, cached=False):
         return 0, len(self.logs[(tp.topic, tp.partition)])
 
     def list_topics(self, topic=None, timeout=None):
@@ -116,7 +123,7 @@ class FakeProducer:
 
     def send_offsets_to_transaction(self, offsets, metadata, timeout=None):
         self.cluster.raise_if("send_offsets_to_transaction")
-        self.offsets = {(tp.topic, tp.partition): tp.offset for tp in offsets}
+        self.offsets = {(tp.topic, tp.partition): (tp.offset, tp.metadata or "") for tp in offsets}
 
     def commit_transaction(self, timeout=None):
         self.cluster.raise_if("commit_transaction")
@@ -146,7 +153,8 @@ class FakeCluster:
     def __init__(self, topics: set[str], refuse=lambda topic, value: None, too_big: int = 10**9):
         self.topics, self.refuse, self.too_big = topics, refuse, too_big
         self.outputs: dict[str, list] = {}
-        self.offsets: dict = {}
+        self.offsets: dict = {}  # committed offset by (topic, partition)
+        self.metadata: dict = {}  # and its metadata
         self.commits = 0
         self.calls: list[str] = []
         self.faults: dict[str, list[KafkaException]] = {}  # call name -> errors to raise, in turn
@@ -158,5 +166,6 @@ class FakeCluster:
     def commit(self, records, offsets) -> None:
         for topic, value, key, headers in records:
             self.outputs.setdefault(topic, []).append((key, value, dict(headers or [])))
-        self.offsets.update(offsets)
+        self.offsets.update((tp, offset) for tp, (offset, _) in offsets.items())
+        self.metadata.update((tp, metadata) for tp, (_, metadata) in offsets.items())
         self.commits += 1

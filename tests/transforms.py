@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from processor.transform import Output, Poison
 
@@ -53,4 +54,12 @@ def exits_on_the_first_singled_out(record):
     order numbered 50; passes the others through."""
     if record.value["order_id"].endswith("-0000050"):
         raise {"SystemExit": SystemExit(0), "KeyboardInterrupt": KeyboardInterrupt()}[os.environ["EXIT_WITH"]]
+    return {"order_id": record.value["order_id"]}
+
+
+def hangs_on_the_first_singled_out(record):
+    """Sleeps for good on the order numbered 50 (no dependency call: nothing bounds it);
+    passes the others through."""
+    if record.value["order_id"].endswith("-0000050"):
+        time.sleep(10**6)
     return {"order_id": record.value["order_id"]}

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from examples.orders import make_samples
 from localkafka import free_port
 from localkafka.clients import wait_for
+from tests.http import get
 
 pytestmark = pytest.mark.kafka
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except OSError:
-        return 0, ""
 
 
 def samples_of(text: str) -> dict[tuple[str, tuple], float]:

@@ -32,7 +32,7 @@ def inputs(partitions: int = 3, per_partition: int = 40, value=lambda p, i: b"v%
 def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
         on_consume=None, seconds: float = 8.0):
     """Run the engine until every input offset is committed (or `seconds` pass)."""
-    consumer = FakeConsumer(records, cluster.topics)
+    consumer = FakeConsumer(records, cluster)
     txp = TransactionalProducer(lambda extra: FakeProducer(extra, cluster), 5.0,
                                 Reachability(120.0, ClientErrors()))
     metrics = Metrics()
