@@ -24,7 +24,7 @@ from processor.pipeline import Pipeline
 from processor.preflight import kafka_settings, metrics_endpoint
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
-from processor.server import start_server
+from processor.server import EndpointServer
 from processor.transaction import Transactions
 from processor.transform import TransformLoadError, load_transform
 from processor.txproducer import Reachability, TransactionalProducer
@@ -130,8 +130,8 @@ def run(config_path: str, stopping: threading.Event) -> int:
 
     if config.metrics.enabled:
         try:
-            server = start_server(config.metrics.host, config.metrics.port, metrics.registry,
-                                  problem=problem, ready=engine.ready.is_set)
+            server = EndpointServer(config.metrics.host, config.metrics.port, metrics.registry,
+                                    problem=problem, ready=engine.ready.is_set)
         except OSError as exc:  # taken since `check`, or a host that is not ours
             log.error("stopping: cannot serve metrics on %s:%d: %s", config.metrics.host,
                       config.metrics.port, exc.strerror or exc)

@@ -1,44 +1,68 @@
-"""HTTP endpoints for Prometheus and orchestrators: /metrics, /healthz, /readyz."""
+"""HTTP endpoints for Prometheus and orchestrators: /metrics, /healthz, /readyz.
+
+Served by a process of their own (endpoint.py), so that no number of clients can slow the
+processing loop or starve the endpoint of the GIL. This side binds the port (so that a port
+taken is this process's error), starts that process with the socket, and sends it a
+snapshot of the metrics and health every `PUBLISH_S`.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from processor.endpoint import frame
 
-def start_server(host: str, port: int, registry: CollectorRegistry,
-                 problem: Callable[[], str | None], ready: Callable[[], bool]) -> ThreadingHTTPServer:
-    """Serve in a daemon thread; port 0 picks a free port (see `server.server_port`).
-    `/healthz` is 503 with the reason while `problem()` names one."""
+log = logging.getLogger("processor.server")
+PUBLISH_S = 0.5
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            if self.path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
-                why = problem()
-                self._send(200 if why is None else 503,
-                           b"ok\n" if why is None else f"unhealthy: {why}\n".encode(), "text/plain")
-            elif self.path == "/readyz":
-                ok = ready()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n", "text/plain")
-            else:
-                self._send(404, b"not found\n", "text/plain")
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+class EndpointServer:
+    """Serves from construction on; port 0 picks a free port (`server_port`). `/healthz` is
+    503 with the reason while `problem()` names one."""
 
-        def log_message(self, *args) -> None:  # scrapes are not worth a log line each
-            pass
+    def __init__(self, host: str, port: int, registry: CollectorRegistry,
+                 problem: Callable[[], str | None], ready: Callable[[], bool]):
+        self.registry, self.problem, self.ready = registry, problem, ready
+        listening = socket.create_server((host, port))  # a port taken raises OSError here
+        self.server_port = listening.getsockname()[1]
+        read_end, write_end = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "processor.endpoint", str(listening.fileno()), str(read_end)],
+            pass_fds=(listening.fileno(), read_end), stdin=subprocess.DEVNULL)
+        os.close(read_end)
+        listening.close()
+        self.pipe = open(write_end, "wb")  # noqa: SIM115 - open for the life of the process
+        self._publish()
+        threading.Thread(target=self._keep_publishing, name="metrics-publisher", daemon=True).start()
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server
+    def _publish(self) -> None:
+        self.pipe.write(frame(self.problem(), self.ready(), generate_latest(self.registry),
+                              CONTENT_TYPE_LATEST))
+        self.pipe.flush()
+
+    def _keep_publishing(self) -> None:
+        while True:
+            time.sleep(PUBLISH_S)
+            try:
+                self._publish()
+            except (OSError, ValueError):  # the endpoint process ended, or close() was called
+                if self.pipe.closed:
+                    return
+                break
+        log.error("stopping: the HTTP endpoint process ended (exit code %s)", self.process.wait())
+        logging.shutdown()
+        os._exit(1)
+
+    def close(self) -> None:
+        """End the endpoint process (it ends with the pipe) and wait for it."""
+        self.pipe.close()
+        self.process.wait(10)

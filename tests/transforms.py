@@ -63,3 +63,10 @@ def hangs_on_the_first_singled_out(record):
     if record.value["order_id"].endswith("-0000050"):
         time.sleep(10**6)
     return {"order_id": record.value["order_id"]}
+
+
+def busy(record):
+    """About 0.1 ms of pure Python work per order, so that a loop slowed by other threads
+    (holding the GIL) shows it."""
+    total = sum(i * i for i in range(1500))
+    return {"order_id": record.value["order_id"], "n": total % 7}

@@ -27,11 +27,14 @@ def test_scraped_counters_equal_what_was_committed(pipe, processors):
     wait_for(lambda: get(port, "/healthz")[0] == 200, 30, "/healthz answering")
     wait_for(lambda: get(port, "/readyz")[0] == 200, 60, "/readyz ready")
     wait_for(lambda: p.committed_all(), 120, "all inputs committed")
+    consumed = ("processor_records_consumed_total", (("topic", p.input),))
+    # the endpoint serves a snapshot taken every 0.5 s
+    wait_for(lambda: samples_of(get(port, "/metrics")[1]).get(consumed) == len(samples), 5,
+             "the scrape to count every input")
 
     values = samples_of(get(port, "/metrics")[1])
     assert proc.terminate() == 0
     good = sum(1 for s in samples if s.stage is None)
-    assert values[("processor_records_consumed_total", (("topic", p.input),))] == len(samples)
     assert values[("processor_records_produced_total", (("topic", p.output),))] == good
     dead = {labels: v for (name, labels), v in values.items()
             if name == "processor_records_dead_lettered_total"}
