@@ -44,12 +44,15 @@ class BrokerSettings:
 
 class LocalBroker:
     def __init__(self, data_dir: str | Path, port: int | None = None,
-                 controller_port: int | None = None, scram_users: dict[str, str] | None = None):
+                 controller_port: int | None = None, scram_users: dict[str, str] | None = None,
+                 broker_properties: dict[str, str] | None = None):
         """`scram_users` (name -> password, set when the data dir is formatted) adds a
-        SASL_PLAINTEXT listener with SCRAM-SHA-512 next to the PLAINTEXT one."""
+        SASL_PLAINTEXT listener with SCRAM-SHA-512 next to the PLAINTEXT one;
+        `broker_properties` are added to (or replace) the broker's settings."""
         self.data_dir = Path(data_dir).resolve()
         self._asked = (port, controller_port)
         self.scram_users = scram_users or {}
+        self.broker_properties = broker_properties or {}
         self.ready_seconds: float | None = None
 
     # -- paths and state -------------------------------------------------------------------
@@ -172,6 +175,7 @@ class LocalBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            **self.broker_properties,
         }
         if s.sasl_port is not None:
             broker["listeners"] += f",SASL_PLAINTEXT://{HOST}:{s.sasl_port}"

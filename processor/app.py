@@ -8,19 +8,19 @@ import sys
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Message, Producer
 
 from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
 from processor.engine import STOP_SECONDS, Engine
 from processor.hangmarks import commit_mark
 from processor.hangwatch import HangWatch
-from processor.kafka import (ClientErrors, FatalError, client_settings, consumer_settings,
+from processor.kafka import (ClientErrors, FatalError, consumer_settings,
                              incremental_assignment, producer_settings)
 from processor.logs import setup_logging
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
+from processor.brokercheck import check_connection
 from processor.preflight import kafka_settings, metrics_endpoint
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
@@ -61,22 +61,6 @@ def build_pipeline(config: Config, metrics: Metrics | None = None) -> Pipeline:
                     reuse_input_key=config.input.key == config.output.key,
                     record_deadline_s=config.processing.record_deadline_ms / 1000,
                     uses_deadlines=bool(config.resilience))
-
-
-def check_connection(config: Config, timeout: float = 15.0) -> list[Problem]:
-    """The brokers answer, accept our credentials, and every configured topic exists."""
-    errors = ClientErrors()
-    admin = AdminClient({**client_settings(config), "error_cb": errors})
-    try:
-        topics = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        reason = errors.fatal or exc.args[0].str()
-        return [Problem("kafka.bootstrap_servers",
-                        f"cannot use the brokers at {config.kafka.bootstrap_servers}: {reason}")]
-    wanted = {f"input.topics[{i}]": t for i, t in enumerate(config.input.topics)}
-    wanted |= {"output.topic": config.output.topic, "dead_letter.topic": config.dead_letter.topic}
-    return [Problem(path, f"topic {name!r} does not exist")
-            for path, name in wanted.items() if name not in topics]
 
 
 def check(config_path: str, connect: bool) -> list[Problem]:

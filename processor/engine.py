@@ -17,7 +17,8 @@ from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from processor.kafka import FENCED_BY, FatalError, is_fatal, is_fenced, kafka_error
+from processor.kafka import (FENCED_BY, NO_CONSUMER_PROTOCOL, FatalError, is_fatal, is_fenced, kafka_error,
+                             lacks_consumer_protocol)
 from processor.pausing import Pause
 from processor.pipeline import Outcome, Pipeline, TransformExit
 from processor.transaction import RetryLaterError, Transactions
@@ -175,6 +176,8 @@ class Engine:
     def _consumer_error(self, error: KafkaError) -> None:
         if is_fenced(error):
             raise FatalError(f"{FENCED_BY}: {error.str()}")
+        if lacks_consumer_protocol(error):
+            raise FatalError(NO_CONSUMER_PROTOCOL)
         if is_fatal(error):
             raise FatalError(f"consumer failed fatally: {error.str()}")
         if error.code() in _UNREACHABLE:

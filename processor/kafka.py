@@ -36,7 +36,9 @@ class ClientErrors:
         self.fatal: str | None = None
 
     def __call__(self, error: KafkaError) -> None:
-        if is_fatal(error) or error.code() in _DENIED:
+        if lacks_consumer_protocol(error):
+            self.fatal = self.fatal or NO_CONSUMER_PROTOCOL
+        elif is_fatal(error) or error.code() in _DENIED:
             self.fatal = self.fatal or (f"{FENCED_BY}: {error.str()}" if is_fenced(error)
                                         else f"Kafka refused this client: {error.str()}")
 
@@ -128,3 +130,14 @@ def is_fenced(error: KafkaError) -> bool:
     # a consumer's fatal error hides its code behind `_FATAL`: only its text names it
     return error.code() in _FENCED_CODES or (
         error.code() == KafkaError._FATAL and "fenced by other consumer" in error.str())
+
+
+NO_CONSUMER_PROTOCOL = ("the brokers do not support group_protocol consumer (KIP-848: Kafka 4.0+, "
+                        "or 3.7+ with group.coordinator.rebalance.protocols including consumer): "
+                        "set kafka.group_protocol to classic")
+
+
+def lacks_consumer_protocol(error: KafkaError) -> bool:
+    """The broker refused KIP-848's heartbeat (a consumer's fatal error, named in its text)."""
+    return (is_fatal(error) or error.code() == KafkaError.UNSUPPORTED_VERSION) and \
+        "ConsumerGroupHeartbeat" in error.str()
