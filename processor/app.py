@@ -9,22 +9,24 @@ import threading
 import time
 
 from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.admin import AdminClient
 
 from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
 from processor.engine import STOP_SECONDS, Engine
 from processor.hangmarks import commit_mark
 from processor.hangwatch import HangWatch
-from processor.kafka import (ClientErrors, FatalError, consumer_settings,
+from processor.kafka import (ClientErrors, FatalError, client_settings, consumer_settings,
                              incremental_assignment, producer_settings)
 from processor.logs import setup_logging
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
 from processor.brokercheck import check_connection
-from processor.preflight import kafka_settings, metrics_endpoint
+from processor.preflight import kafka_settings, metrics_endpoint, state_dir
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
 from processor.server import EndpointServer
+from processor.state import Stores, build_stores
 from processor.transaction import Transactions
 from processor.transform import TransformLoadError, load_transform
 from processor.txproducer import Reachability, TransactionalProducer
@@ -43,7 +45,7 @@ def _codec(config: CodecConfig, path: str, problems: list[Problem]) -> Codec | N
         return None
 
 
-def build_pipeline(config: Config, metrics: Metrics | None = None) -> Pipeline:
+def build_pipeline(config: Config, metrics: Metrics | None = None, stores: Stores | None = None) -> Pipeline:
     """Load the transform and the schemas; every problem found is in the `ConfigError`."""
     problems: list[Problem] = configure_resilience(config, metrics)
     codecs = {f"{side}.{part}": _codec(getattr(getattr(config, side), part), f"{side}.{part}.schema",
@@ -53,14 +55,14 @@ def build_pipeline(config: Config, metrics: Metrics | None = None) -> Pipeline:
         transform = load_transform(config.transform)
     except TransformLoadError as exc:
         problems.append(Problem("transform", str(exc)))
-    problems += kafka_settings(config)
+    problems += kafka_settings(config) + state_dir(config)
     if problems:
         raise ConfigError(problems)
     return Pipeline(config.app_id, transform, codecs["input.key"], codecs["input.value"],
                     config.output.topic, codecs["output.key"], codecs["output.value"],
                     reuse_input_key=config.input.key == config.output.key,
                     record_deadline_s=config.processing.record_deadline_ms / 1000,
-                    uses_deadlines=bool(config.resilience))
+                    uses_deadlines=bool(config.resilience), stores=stores)
 
 
 def check(config_path: str, connect: bool) -> list[Problem]:
@@ -73,17 +75,18 @@ def check(config_path: str, connect: bool) -> list[Problem]:
 
 
 def run(config_path: str, stopping: threading.Event) -> int:
+    errors = ClientErrors()
+    hooks = {"logger": logging.getLogger("librdkafka"), "error_cb": errors}
     try:
         config = load_config(config_path)
         metrics = Metrics()
-        pipeline = build_pipeline(config, metrics)
+        stores = build_stores(config, metrics, hooks)
+        pipeline = build_pipeline(config, metrics, stores)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, config.logging.format, config.app_id, config.secrets())
-    errors = ClientErrors()
-    hooks = {"logger": logging.getLogger("librdkafka"), "error_cb": errors}
     consumer = Consumer({**consumer_settings(config), **hooks})
     p = config.processing
     txp = TransactionalProducer(lambda extra: Producer({**producer_settings(config), **hooks, **extra}),
@@ -96,7 +99,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
                                 commit_interval_s=p.commit_interval_ms / 1000,
                                 max_batch_records=p.max_batch_records,
                                 stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes,
-                                metrics=metrics, auto_offset_reset=config.input.auto_offset_reset)
+                                metrics=metrics, auto_offset_reset=config.input.auto_offset_reset,
+                                hooks=[stores] if stores else [])
+    if stores:
+        stores.produce = transactions.produce_to
     engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
                     seconds_until_probe=REGISTRY.seconds_until_probe,
@@ -115,7 +121,8 @@ def run(config_path: str, stopping: threading.Event) -> int:
     if config.metrics.enabled:
         try:
             server = EndpointServer(config.metrics.host, config.metrics.port, metrics.registry,
-                                    problem=problem, ready=engine.ready.is_set)
+                                    problem=problem, ready=lambda: engine.ready.is_set() and not
+                                    (stores and stores.recovering))
         except OSError as exc:  # taken since `check`, or a host that is not ours
             log.error("stopping: cannot serve metrics on %s:%d: %s", config.metrics.host,
                       config.metrics.port, exc.strerror or exc)
@@ -125,7 +132,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
              ",".join(config.input.topics), config.output.topic, config.dead_letter.topic,
              config.transactional_id)
     stall_bound = config.kafka.unreachable_timeout_ms / 1000 + WATCHDOG_MARGIN_S
-    threading.Thread(target=watch, args=(lambda: engine.progressed, stall_bound, hangs, mark),
+    def progressed() -> float:
+        return max(engine.progressed, stores.progressed) if stores else engine.progressed
+
+    threading.Thread(target=watch, args=(progressed, stall_bound, hangs, mark),
                      name="watchdog", daemon=True).start()
     began = time.monotonic()
     code = EXIT_OK
@@ -134,10 +144,16 @@ def run(config_path: str, stopping: threading.Event) -> int:
     gc.collect()
     gc.freeze()
     try:
+        if stores:
+            stores.prepare(AdminClient({**client_settings(config), **hooks}), config.input.topics,
+                           config.state.replication_factor)
         engine.run(stopping)
     except FatalError as exc:
         log.error("stopping: %s", exc)
         code = EXIT_FATAL
+    finally:
+        if stores:
+            stores.close(checkpoint=code == EXIT_OK)
     t = metrics.totals
     log.info("stopped after %.1fs: %d records in, %d out, %d dead-lettered, "
              "%d transactions committed, %d aborted", time.monotonic() - began, t["consumed"],

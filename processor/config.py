@@ -178,6 +178,16 @@ class DependencyConfig(Strict):
     rate_burst: int = Field(default=1, ge=1)
 
 
+class StoreConfig(Strict):
+    ttl_ms: int | None = Field(default=None, gt=0, description="an entry expires this long after its last write")
+
+
+class StateConfig(Strict):
+    dir: Path = Path("./state")
+    replication_factor: int = Field(default=-1, ge=-1, description="of the changelog topics; -1: the broker's default")
+    stores: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")], StoreConfig] = {}
+
+
 class MetricsConfig(Strict):
     enabled: bool = True
     host: str = "0.0.0.0"
@@ -203,8 +213,16 @@ class Config(BaseSettings):
     transform: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     processing: ProcessingConfig = ProcessingConfig()
     resilience: dict[str, DependencyConfig] = {}
+    state: StateConfig = StateConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _state_is_sequential(self) -> Config:
+        if self.state.stores and self.processing.concurrency > 1:
+            raise ValueError("state stores need processing.concurrency 1 (records of a partition "
+                             "must see each other's writes in order)")
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,

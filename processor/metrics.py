@@ -42,6 +42,12 @@ class Metrics:
         self.bulkhead_in_flight = Gauge("processor_bulkhead_in_flight",
                                         "Calls in flight through a bulkhead", ["bulkhead"],
                                         registry=r)
+        self.state_recovery_remaining = Gauge("processor_state_recovery_records_remaining",
+                                              "Changelog offsets a recovering store partition has left",
+                                              ["store", "partition"], registry=r)
+        self.state_restored = Counter("processor_state_restored_records",
+                                      "Changelog records applied while recovering stores",
+                                      ["store"], registry=r)
         self.totals: Tally = Tally()  # for the summary logged at exit
 
     def committed(self, consumed: Tally, produced: Tally, dead_lettered: Tally,

@@ -73,8 +73,8 @@ class Pipeline:
     def __init__(self, app_id: str, transform: Transform, input_key: Codec, input_value: Codec,
                  output_topic: str, output_key: Codec, output_value: Codec,
                  reuse_input_key: bool, record_deadline_s: float = 15.0,
-                 uses_deadlines: bool = True, clock: Callable[[], float] = time.monotonic):
-        self.app_id = app_id
+                 uses_deadlines: bool = True, stores=None, clock: Callable[[], float] = time.monotonic):
+        self.app_id, self.stores = app_id, stores
         self.output_topic = output_topic
         self.encode_key, self.encode_value = output_key.encode, output_value.encode
         self.reuse_input_key = reuse_input_key  # same key format in and out: keep the raw bytes
@@ -99,7 +99,7 @@ class Pipeline:
         the input's key and headers costs one produce call. Only calls through a dependency
         read deadlines."""
         output_topic, record_deadline_s = self.output_topic, self.record_deadline_s
-        record_of = Record.of_app(self.app_id)
+        record_of = Record.of_app(self.app_id, self.stores)
         encode_key, encode_value, reuse_input_key = self.encode_key, self.encode_value, self.reuse_input_key
         outputs_of, encode = self._outputs, self._encode
         raw_in = decode_key is None and decode_value is None
@@ -134,6 +134,8 @@ class Pipeline:
                         outputs = None if type(result) in _PLAIN else outputs_of(result)
                 except Transient as exc:
                     return i, RetryLater(exc)
+                except FatalError:  # not the record's fault (a store the config lacks)
+                    raise
                 except Exception as exc:
                     return i, Failure("transform", exc, attempts_of(exc))
                 except BaseException as exc:  # SystemExit, KeyboardInterrupt: not the record's fault

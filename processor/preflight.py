@@ -1,11 +1,13 @@
 """What `run` needs from its environment, checked before it touches Kafka, so that `check`
 agrees with `run`: librdkafka's own verdict on the raw client settings (the clients are
-built with no brokers to reach, then dropped), and a metrics endpoint that can be served."""
+built with no brokers to reach, then dropped), a metrics endpoint that can be served, and a
+state directory that can be written."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import tempfile
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
@@ -52,4 +54,18 @@ def metrics_endpoint(config: Config) -> list[Problem]:
             probe.bind(address)
         except OSError as exc:
             return [Problem("metrics.port", f"cannot listen on {m.host}:{m.port}: {exc.strerror or exc}")]
+    return []
+
+
+def state_dir(config: Config) -> list[Problem]:
+    """The state directory can be created and written (when there are stores)."""
+    if not config.state.stores:
+        return []
+    path = config.state.dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return [Problem("state.dir", f"cannot write to {path}: {exc.strerror or exc}")]
     return []

@@ -38,14 +38,17 @@ class RetryLaterError(AbortTransaction):
 
 
 class Hooks:
-    """Told of transaction boundaries and partition changes; override what you need."""
+    """Told of transaction boundaries, of each record's end (`kept`: it went into the
+    transaction; else it was dead-lettered) and of partition changes (`lost`: they may be
+    another member's already); override what you need."""
 
     def begun(self) -> None: ...
+    def record_ended(self, kept: bool) -> None: ...
     def before_commit(self, offsets: list[TopicPartition]) -> None: ...
     def after_commit(self, offsets: list[TopicPartition]) -> None: ...
     def aborted(self) -> None: ...
     def assigned(self, partitions: list[TopicPartition]) -> None: ...
-    def revoked(self, partitions: list[TopicPartition]) -> None: ...
+    def revoked(self, partitions: list[TopicPartition], lost: bool) -> None: ...
 
 
 class Transactions:
@@ -103,6 +106,8 @@ class Transactions:
                 self._refused_at_once(msg, exc, self.output_topic)
             case Failure():
                 self.dead_letter(msg, outcome)
+        for hook in self.hooks:
+            hook.record_ended(kept=True)  # after a dead letter, nothing is left to keep
 
     def _produce_outputs(self, msg: Message, outputs: list[Encoded]) -> None:
         where = (msg.topic(), msg.partition(), msg.offset())
@@ -161,7 +166,22 @@ class Transactions:
                 self.txp.reachability.failed("the producer queue stays full")
                 self.txp.producer.poll(0.05)
 
+    def produce_to(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        """Produce a record of the processor's own (a changelog's) to one partition."""
+        while True:
+            try:
+                self.txp.producer.produce(topic, value, key, partition=partition)
+                return
+            except BufferError:
+                self.txp.reachability.failed("the producer queue stays full")
+                self.txp.producer.poll(0.05)
+            except KafkaException as exc:
+                raise FatalError(f"a record to {topic!r} [{partition}] was refused: "
+                                 f"{kafka_error(exc).str()}") from exc
+
     def dead_letter(self, msg: Message, failure: Failure) -> None:
+        for hook in self.hooks:
+            hook.record_ended(kept=False)
         where = (msg.topic(), msg.partition(), msg.offset())
         log.warning("dead-lettering record at %s [%d] @%d: %s: %s", *where, failure.stage,
                     failure.error, extra={"topic": where[0], "partition": where[1], "offset": where[2]})
@@ -310,4 +330,4 @@ class Transactions:
             self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
             self.marks.revoked(partitions)
             for hook in self.hooks:
-                hook.revoked(partitions)
+                hook.revoked(partitions, lost)

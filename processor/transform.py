@@ -26,14 +26,23 @@ class Record:
 
     __slots__ = ("key", "value", "_msg")
     _app_id = ""  # set by `of_app`: one argument less to pass per record
+    _stores: Any = None  # the application's state stores (processor.state.Stores), if any
 
     def __init__(self, key: Any, value: Any, msg: Message):
         self.key, self.value, self._msg = key, value, msg
 
     @classmethod
-    def of_app(cls, app_id: str) -> type[Record]:
+    def of_app(cls, app_id: str, stores: Any = None) -> type[Record]:
         """The Record class of one application (its id goes into idempotency keys)."""
-        return type(cls.__name__, (cls,), {"__slots__": (), "_app_id": app_id})
+        return type(cls.__name__, (cls,), {"__slots__": (), "_app_id": app_id, "_stores": stores})
+
+    def state(self, name: str) -> Any:
+        """The partition of store `name` that belongs to this record's input partition:
+        `get(key, default=None)`, `set(key, value)`, `delete(key)`, `key in store`."""
+        if self._stores is None:
+            from processor.state.stores import UnknownStore  # noqa: PLC0415 - state is optional
+            raise UnknownStore(f"record.state({name!r}): the config has no state section")
+        return self._stores.partition(name, self._msg.partition())
 
     @property
     def headers(self) -> Headers:

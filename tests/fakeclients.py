@@ -108,7 +108,7 @@ class FakeProducer:
         self.cluster.raise_if("begin_transaction")
         self.open, self.failed = [], None
 
-    def produce(self, topic, value=None, key=None, headers=None):
+    def produce(self, topic, value=None, key=None, headers=None, partition=None):
         if self.failed is not None:
             raise error(KafkaError._STATE)
         if value is not None and len(value) >= self.cluster.too_big:

@@ -19,7 +19,8 @@ def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: 
                  processing: dict | None = None,
                  metrics_port: int | None = None, unreachable_timeout_ms: int = 120_000,
                  kafka: dict | None = None, output_value: dict | None = None,
-                 input_codec: dict | None = None, resilience: dict | None = None) -> Path:
+                 input_codec: dict | None = None, resilience: dict | None = None,
+                 state: dict | None = None) -> Path:
     """A config as users write it: the group settings are the shipped defaults."""
     def codec(schema: str) -> dict:
         return {"format": "avro", "schema": str(ROOT / "schemas" / schema)}
@@ -36,6 +37,7 @@ def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: 
         "transform": transform,
         "processing": processing or {},
         "resilience": resilience or {},
+        **({"state": state} if state else {}),
         "metrics": ({"enabled": False} if metrics_port is None
                     else {"host": "127.0.0.1", "port": metrics_port}),
         "logging": {"level": "INFO", "format": "json"},

@@ -70,3 +70,11 @@ def busy(record):
     (holding the GIL) shows it."""
     total = sum(i * i for i in range(1500))
     return {"order_id": record.value["order_id"], "n": total % 7}
+
+
+def count_per_key(record):
+    """A running count per key in the store `counts` (string keys, JSON values {"seq": n})."""
+    counts = record.state("counts")
+    n = counts.get(record.key, 0) + 1
+    counts.set(record.key, n)
+    return {"key": record.key, "n": n, "seq": record.value["seq"]}

@@ -240,3 +240,21 @@ def test_the_public_api_is_at_the_top():
         ("Output", "Poison", "Record", "Transient")
     assert dependency is home and sorted(processor.__all__) == sorted(
         ["Output", "Poison", "Record", "Transient", "dependency"])
+
+
+def test_check_validates_the_state_section(tmp_path, capsys):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    cases = {
+        f"state: {{dir: {blocked}/state, stores: {{counts: {{}}}}}}\n":
+            f"state.dir: cannot write to {blocked}/state: Not a directory",
+        "state: {stores: {'bad name': {}}}\n": "state.stores.bad name.[key]: String should match pattern",
+        "state: {stores: {counts: {ttl_ms: 0}}}\n": "state.stores.counts.ttl_ms: Input should be greater than 0",
+        "state: {stores: {counts: {}}}\nprocessing: {concurrency: 4}\n":
+            "state stores need processing.concurrency 1",
+    }
+    for section, expected in cases.items():
+        code, lines = check(tmp_path, VALID + section, capsys)
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(expected), (section, lines)
+    code, lines = check(tmp_path, VALID + f"state: {{dir: {tmp_path}/ok, stores: {{counts: {{ttl_ms: 1000}}}}}}\n", capsys)
+    assert code == 0, lines

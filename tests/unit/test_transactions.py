@@ -30,7 +30,7 @@ def inputs(partitions: int = 3, per_partition: int = 40, value=lambda p, i: b"v%
 
 
 def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
-        on_consume=None, seconds: float = 8.0):
+        on_consume=None, seconds: float = 8.0, stores=None):
     """Run the engine until every input offset is committed (or `seconds` pass)."""
     consumer = FakeConsumer(records, cluster)
     txp = TransactionalProducer(lambda extra: FakeProducer(extra, cluster), 5.0,
@@ -38,9 +38,11 @@ def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
     metrics = Metrics()
     tx = Transactions(consumer, txp, input_topics=["in"], output_topic="out", dead_letter_topic="dlq",
                       app_id="app", commit_interval_s=0.005, max_batch_records=max_batch,
-                      stacktrace_max_bytes=8192, metrics=metrics)
+                      stacktrace_max_bytes=8192, metrics=metrics, hooks=[stores] if stores else [])
+    if stores:
+        stores.produce = tx.produce_to
     pipeline = Pipeline("app", transform, BytesCodec(), BytesCodec(), "out", BytesCodec(),
-                        BytesCodec(), True)
+                        BytesCodec(), True, stores=stores)
     engine = Engine(consumer, tx, pipeline, topics=["in"])
     stopping = threading.Event()
     ends = {tp: len(log) for tp, log in consumer.logs.items()}

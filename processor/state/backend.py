@@ -1,0 +1,84 @@
+"""The local database of one store partition: RocksDB (rocksdict), or memory for unit tests.
+
+Both take a whole set of changes in one atomic write, so a crash leaves a store as it was
+before a commit's changes or after all of them, never half-way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+from rocksdict import Options, Rdict, WriteBatch
+
+Changes = dict[bytes, bytes | None]  # None deletes
+
+
+class Backend(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def write(self, changes: Changes) -> None: ...
+    def keys_between(self, start: bytes, stop: bytes, limit: int) -> list[bytes]: ...
+    def wipe(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class RocksBackend:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = Rdict(str(path), options=Options(raw_mode=True))
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def write(self, changes: Changes) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.db.write(batch)
+
+    def keys_between(self, start: bytes, stop: bytes, limit: int) -> list[bytes]:
+        keys = []
+        for key in self.db.keys(from_key=start):
+            if key >= stop or len(keys) >= limit:
+                break
+            keys.append(key)
+        return keys
+
+    def wipe(self) -> None:
+        self.db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.db = Rdict(str(self.path), options=Options(raw_mode=True))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def write(self, changes: Changes) -> None:
+        for key, value in changes.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+
+    def keys_between(self, start: bytes, stop: bytes, limit: int) -> list[bytes]:
+        keys = sorted(self.data)
+        return keys[bisect.bisect_left(keys, start):bisect.bisect_left(keys, stop)][:limit]
+
+    def wipe(self) -> None:
+        self.data.clear()
+
+    def close(self) -> None:
+        pass

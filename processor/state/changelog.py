@@ -1,0 +1,65 @@
+"""The changelog topics: one per store, compacted, one partition per input partition.
+
+The processor creates them at start (with `state.replication_factor`) and refuses to start
+with one line when one exists with another partition count or without compaction: a store
+partition must find its changes in the changelog partition of the same number.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from processor.kafka import FatalError, kafka_error
+
+TIMEOUT_S = 30.0
+DEFAULT_DELETE_RETENTION_MS = 86_400_000
+
+
+def changelog_topic(app_id: str, store: str) -> str:
+    return f"{app_id}-{store}-changelog"
+
+
+def input_partitions(admin: AdminClient, topics: list[str]) -> int:
+    """The partition count the input topics share (stores are partitioned like them)."""
+    metadata = admin.list_topics(timeout=TIMEOUT_S).topics
+    counts = {topic: len(metadata[topic].partitions) for topic in topics if topic in metadata}
+    missing = [topic for topic in topics if topic not in counts]
+    if missing:
+        raise FatalError(f"input topic {missing[0]!r} does not exist")
+    if len(set(counts.values())) > 1:
+        raise FatalError(f"state needs input topics with the same partition count (co-partitioned), "
+                         f"they have {counts}")
+    return next(iter(counts.values()))
+
+
+def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
+                      replication_factor: int) -> dict[str, int]:
+    """Create the changelog topics that are missing and check the others; returns each
+    one's `delete.retention.ms` (how long its tombstones last)."""
+    existing = admin.list_topics(timeout=TIMEOUT_S).topics
+    new = [NewTopic(topic, partitions, replication_factor, config={"cleanup.policy": "compact"})
+           for topic in topics if topic not in existing]
+    for topic, future in admin.create_topics(new, operation_timeout=TIMEOUT_S).items() if new else ():
+        try:
+            future.result(timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            raise FatalError(f"cannot create the changelog topic {topic!r}: {kafka_error(exc).str()}") from exc
+    for topic in topics:
+        if topic in existing and len(existing[topic].partitions) != partitions:
+            raise FatalError(f"changelog topic {topic!r} has {len(existing[topic].partitions)} "
+                             f"partitions, the inputs {partitions}: delete it or fix the inputs")
+    retention = {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
+    for resource, future in admin.describe_configs(resources).items():
+        try:
+            configs = future.result(timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            raise FatalError(f"cannot read the settings of changelog topic {resource.name!r}: "
+                             f"{kafka_error(exc).str()}") from exc
+        if "compact" not in configs["cleanup.policy"].value:
+            raise FatalError(f"changelog topic {resource.name!r} is not compacted "
+                             f"(cleanup.policy={configs['cleanup.policy'].value}): set it to compact")
+        entry = configs.get("delete.retention.ms")
+        retention[resource.name] = int(entry.value) if entry is not None else DEFAULT_DELETE_RETENTION_MS
+    return retention

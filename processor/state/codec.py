@@ -1,0 +1,59 @@
+"""How store keys and values become bytes, in the local database and in the changelog alike.
+
+A key is tagged with its type, so that `1`, `"1"` and `b"1"` are three keys. A value is its
+expiry (ms since the epoch, 0 for never: 8 bytes, so that a TTL can be set later without a
+migration), a tag, and its bytes or its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+Key = str | bytes | int
+_EXPIRY = struct.Struct(">q")
+NEVER = 0
+# the changelog topic's max.message.bytes (1 MB by default) leaves room for the record's overhead
+MAX_VALUE_BYTES = 1_000_000
+
+
+def encode_key(key: Key) -> bytes:
+    if isinstance(key, str):
+        return b"s" + key.encode("utf-8")
+    if isinstance(key, bytes):
+        return b"b" + key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return b"i" + str(key).encode()
+    raise TypeError(f"a store key is a str, bytes or int, not {type(key).__name__}")
+
+
+def decode_key(data: bytes) -> Key:
+    tag, raw = data[:1], data[1:]
+    if tag == b"s":
+        return raw.decode("utf-8")
+    if tag == b"b":
+        return raw
+    return int(raw)
+
+
+def encode_value(value, expires_at_ms: int) -> bytes:
+    """Raises TypeError/ValueError for a value that is neither bytes nor JSON-serializable
+    (and for one too large for the changelog): the record fails, nothing of it is written."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = _EXPIRY.pack(expires_at_ms) + b"b" + bytes(value)
+    else:
+        data = _EXPIRY.pack(expires_at_ms) + b"j" + json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    if len(data) > MAX_VALUE_BYTES:
+        raise ValueError(f"a store value may take at most {MAX_VALUE_BYTES} bytes encoded, "
+                         f"this one takes {len(data)}")
+    return data
+
+
+def expiry(data: bytes) -> int:
+    return _EXPIRY.unpack_from(data)[0]
+
+
+def decode_value(data: bytes):
+    tag, raw = data[8:9], data[9:]
+    return raw if tag == b"b" else json.loads(raw)

@@ -1,0 +1,185 @@
+"""Every store partition this instance holds, and their part in each transaction.
+
+Told of the transaction's boundaries and of rebalances (a `Hooks` of transaction.py):
+before a commit, each store partition's changes (the last write of each key) go to its
+changelog partition in the transaction; after it, they are written to the local database;
+an abort drops them. Assigned partitions are recovered from their changelog before their
+first record (`ready` is false meanwhile); revoked ones are checkpointed and closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from processor.kafka import FatalError, kafka_error
+from processor.state.backend import Backend, RocksBackend
+from processor.state.changelog import changelog_topic, ensure_changelogs, input_partitions
+from processor.state.recovery import recover
+from processor.state.store import StorePartition
+from processor.transaction import Hooks
+
+log = logging.getLogger("processor.state")
+CHECKPOINT_S = 10.0
+EXPIRE_PER_COMMIT = 1000  # entries past their TTL deleted per store partition and commit
+
+
+class UnknownStore(FatalError):
+    """`record.state(name)` names no store of the config: a typo, not a poison record."""
+
+
+class Stores(Hooks):
+    """`produce(topic, partition, key, value)` (set by the wiring: the transaction's) sends a
+    changelog record; `new_restorer()` builds the consumer that reads changelogs
+    (read_committed, with partition EOF events), at `prepare`."""
+
+    def __init__(self, app_id: str, directory: Path, ttls: dict[str, int | None],
+                 new_restorer: Callable[[], Consumer], metrics,
+                 open_backend: Callable[[Path], Backend] = RocksBackend,
+                 clock: Callable[[], float] = time.monotonic):
+        self.directory, self.ttls = directory, ttls
+        self.topics = {name: changelog_topic(app_id, name) for name in ttls}
+        self.retention_ms: dict[str, int] = {}  # per changelog topic, learnt at start
+        self.produce: Callable[[str, int, bytes, bytes | None], None] = _unset
+        self.new_restorer, self.metrics = new_restorer, metrics
+        self.restorer: Consumer | None = None
+        self.open_backend, self.clock = open_backend, clock
+        self.open: dict[tuple[str, int], StorePartition] = {}
+        self.inputs: set[tuple[str, int]] = set()  # the input (topic, partition)s assigned
+        self.written: list[StorePartition] = []  # by the record in progress
+        self.recovering = False
+        self.progressed = clock()  # when a recovery last moved on
+        self.unsaved: set[StorePartition] = set()  # changed since their last checkpoint
+        self.last_checkpoint = clock()
+
+    def prepare(self, admin: AdminClient, input_topics: list[str], replication_factor: int) -> None:
+        """Create or check the changelog topics (FatalError when they do not fit)."""
+        self.restorer = self.new_restorer()
+        partitions = input_partitions(admin, input_topics)
+        self.retention_ms = ensure_changelogs(admin, sorted(self.topics.values()), partitions,
+                                              replication_factor)
+
+    # -- records ---------------------------------------------------------------------------
+    def partition(self, name: str, partition: int) -> StorePartition:
+        store = self.open.get((name, partition))
+        if store is None:
+            if name not in self.ttls:
+                raise UnknownStore(f"record.state({name!r}): the config declares no such store "
+                                   f"(state.stores: {', '.join(sorted(self.ttls)) or 'none'})")
+            raise FatalError(f"store {name!r} partition {partition} is not open here")
+        return store
+
+    def _record_wrote(self, store: StorePartition) -> None:
+        self.written.append(store)
+
+    def record_ended(self, kept: bool) -> None:
+        for store in self.written:
+            store.keep_record() if kept else store.discard_record()
+        self.written.clear()
+
+    # -- transaction boundaries ------------------------------------------------------------
+    def before_commit(self, offsets: list[TopicPartition]) -> None:
+        for store in self.open.values():
+            if store.ttl:
+                store.expire(EXPIRE_PER_COMMIT)
+            topic = self.topics[store.name]
+            for key, data in store.txn.items():
+                self.produce(topic, store.partition, key, data)
+
+    def after_commit(self, offsets: list[TopicPartition]) -> None:
+        for store in self.open.values():
+            if store.txn:
+                store.apply(store.txn)
+                store.txn = {}
+                self.unsaved.add(store)
+        if self.unsaved and self.clock() - self.last_checkpoint >= CHECKPOINT_S:
+            self._checkpoint(list(self.unsaved))
+
+    def aborted(self) -> None:
+        for store in self.open.values():
+            store.discard_txn()
+        self.written.clear()
+
+    def _checkpoint(self, stores: list[StorePartition]) -> None:
+        """Right after a commit, nothing of ours is open in the changelog: its end offset is
+        where each store holds every change below."""
+        for store in stores:
+            tp = TopicPartition(self.topics[store.name], store.partition)
+            store.save_checkpoint(self.restorer.get_watermark_offsets(tp, timeout=30)[1])
+            self.unsaved.discard(store)
+        self.last_checkpoint = self.clock()
+
+    # -- rebalances ------------------------------------------------------------------------
+    def assigned_partitions(self) -> set[int]:
+        return {partition for _, partition in self.inputs}
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        before = self.assigned_partitions()
+        self.inputs |= {(tp.topic, tp.partition) for tp in partitions}
+        self.recovering = True
+        try:
+            for partition in sorted(self.assigned_partitions() - before):
+                for name in sorted(self.ttls):
+                    self._open(name, partition)
+        finally:
+            self.recovering = False
+
+    def _open(self, name: str, partition: int) -> None:
+        path = self.directory / name / str(partition)
+        try:
+            backend = self.open_backend(path)
+        except Exception as exc:  # noqa: BLE001 - a corrupt store is rebuilt, never trusted
+            if "lock" in str(exc).lower():
+                raise FatalError(f"store {name!r} partition {partition} at {path} is in use by "
+                                 f"another process: give every instance its own state.dir") from exc
+            log.warning("store %r partition %d cannot be opened (%s): rebuilding it", name, partition, exc)
+            shutil.rmtree(path, ignore_errors=True)
+            backend = self.open_backend(path)
+        store = StorePartition(name, partition, backend, self.ttls[name], self._record_wrote)
+        gauge = self.metrics.state_recovery_remaining.labels(name, str(partition))
+
+        def remaining(n: int) -> None:
+            gauge.set(n)
+            self.progressed = self.clock()  # the watchdog must not take a recovery for a stall
+
+        topic = self.topics[name]
+        restored = recover(store, self.restorer, topic, self.retention_ms[topic], remaining)
+        self.metrics.state_restored.labels(name).inc(restored)
+        self.open[(name, partition)] = store
+
+    def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
+        before = self.assigned_partitions()
+        self.inputs -= {(tp.topic, tp.partition) for tp in partitions}
+        gone = before - self.assigned_partitions()
+        self._close([store for (_, partition), store in self.open.items() if partition in gone],
+                    checkpoint=not lost)
+
+    def close(self, checkpoint: bool) -> None:
+        """At exit: checkpoint only after a clean stop (after a fatal error, another
+        instance may be writing to the changelogs already)."""
+        try:
+            self._close(list(self.open.values()), checkpoint)
+        except KafkaException as exc:
+            log.warning("stores closed without a last checkpoint (%s): the next start reads "
+                        "a little more of the changelogs", kafka_error(exc).str())
+            self._close(list(self.open.values()), checkpoint=False)
+
+    def _close(self, stores: list[StorePartition], checkpoint: bool) -> None:
+        """Checkpoint (the open transaction was settled before) and close. Not for lost
+        partitions: their changelog may hold a new owner's changes already."""
+        if checkpoint:
+            self._checkpoint([store for store in stores if store in self.unsaved])
+        for store in stores:
+            store.backend.close()
+            self.unsaved.discard(store)
+            del self.open[(store.name, store.partition)]
+
+
+def _unset(topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+    raise RuntimeError("Stores.produce was not set")

@@ -1,0 +1,172 @@
+"""State stores without a broker: the encoding, a store partition's reads and writes through
+the record and the transaction, TTL, and a per-key count through the engine on fake clients
+(the real broker, kill -9 and recovery: tests/integration/test_state.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError
+
+from processor.metrics import Metrics
+from processor.state.backend import MemoryBackend, RocksBackend
+from processor.state.codec import MAX_VALUE_BYTES, decode_key, decode_value, encode_key, encode_value
+from processor.state.store import StorePartition
+from processor.state.stores import Stores
+from processor.transform import Poison
+from tests.fakeclients import FakeCluster, error
+from tests.unit.test_transactions import TOPICS, dead, inputs, run, values
+
+
+def test_keys_keep_their_type_and_values_round_trip():
+    keys = [encode_key(k) for k in (1, "1", b"1")]
+    assert len(set(keys)) == 3 and [decode_key(k) for k in keys] == [1, "1", b"1"]
+    with pytest.raises(TypeError):
+        encode_key(True)
+    for value in ({"a": [1, 2.5, None]}, "é", 3, b"\x00raw"):
+        assert decode_value(encode_value(value, 0)) == value
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, math.nan, "x" * MAX_VALUE_BYTES])
+def test_values_that_cannot_be_stored_raise(value):
+    with pytest.raises((TypeError, ValueError)):
+        encode_value(value, 0)
+
+
+def store(ttl_ms=None, now=None, backend=None) -> StorePartition:
+    clock = now or [1_000]
+    return StorePartition("counts", 0, backend or MemoryBackend(), ttl_ms, lambda s: None,
+                          clock_ms=lambda: clock[0])
+
+
+def commit(s: StorePartition) -> None:
+    """What the record's success and its transaction's commit do to a store partition."""
+    s.keep_record()
+    s.apply(s.txn)
+    s.txn = {}
+
+
+def test_writes_go_record_then_transaction_then_database():
+    s = store()
+    s.set("a", 1)
+    assert s.get("a") == 1 and "a" in s and s.get("b", 7) == 7
+    s.discard_record()
+    assert s.get("a") is None
+    s.set("a", 2)
+    s.keep_record()
+    s.delete("a")
+    assert "a" not in s  # the record's delete hides the transaction's write
+    s.keep_record()
+    s.set("b", {"n": 1})
+    commit(s)
+    assert s.get("b") == {"n": 1} and "a" not in s
+    s.set("b", 5)
+    s.discard_txn()
+    assert s.get("b") == {"n": 1}
+
+
+def test_entries_expire_and_are_deleted_through_the_index_without_a_scan():
+    now = [1_000]
+    s = store(ttl_ms=100, now=now)
+    for key in ("a", "b", "c"):
+        s.set(key, key)
+        s.keep_record()
+        now[0] += 10
+    s.apply(s.txn)
+    s.txn = {}
+    s.set("b", "again")  # written later: expires later
+    commit(s)
+    now[0] = 1_105
+    assert s.get("a") is None and s.get("b") == "again" and s.get("c") == "c"
+    assert s.expire(limit=10) == 1 and s.txn == {encode_key("a"): None}
+    s.apply(s.txn)
+    s.txn = {}
+    now[0] = 10_000
+    assert s.expire(limit=1) == 1 and s.expire(limit=10) == 1  # bounded per call
+    s.apply(s.txn)
+    assert s.backend.data == {}  # values and index entries all gone
+
+
+def test_the_rocksdb_backend_writes_atomically_and_reopens(tmp_path: Path):
+    backend = RocksBackend(tmp_path / "counts" / "0")
+    s = store(backend=backend)
+    s.set(1, b"one")
+    commit(s)
+    s.save_checkpoint(42)
+    backend.close()
+    again = store(backend=RocksBackend(tmp_path / "counts" / "0"))
+    assert again.get(1) == b"one" and again.checkpoint()[0] == 42
+    again.backend.wipe()
+    assert again.get(1) is None and again.checkpoint() is None
+    again.backend.close()
+
+
+class NoChangelog:
+    """A restorer for empty changelogs."""
+
+    def get_watermark_offsets(self, tp, timeout=None, cached=False):
+        return 0, 0
+
+
+def counting_stores(tmp_path: Path) -> Stores:
+    stores = Stores("app", tmp_path, {"counts": None}, NoChangelog, Metrics(),
+                    open_backend=lambda path: MemoryBackend())
+    stores.restorer, stores.retention_ms = NoChangelog(), {"app-counts-changelog": 86_400_000}
+    return stores
+
+
+def count(record):
+    counts = record.state("counts")
+    n = counts.get(record.key, 0) + 1
+    counts.set(record.key, n)
+    if record.value.endswith(b"-7"):
+        raise Poison("after its write")  # the write must not survive
+    return json.dumps({"key": record.key.decode(), "n": n}).encode()
+
+
+def test_a_per_key_count_is_exact_through_aborts_and_poison(tmp_path):
+    cluster = FakeCluster(TOPICS | {"app-counts-changelog"})
+    cluster.faults["commit_transaction"] = [error(KafkaError._TIMED_OUT_QUEUE, txn_requires_abort=True)] * 3
+    # 3 partitions x 40 records over 4 keys per partition
+    records = {tp: [(b"key-%d-%d" % (tp[1], i % 4), v) for i, (_, v) in enumerate(log)]
+               for tp, log in inputs().items()}
+    stores = counting_stores(tmp_path)
+    run(records, count, cluster, max_batch=7, stores=stores)
+    outs = [json.loads(v) for v in values(cluster, "out")]
+    by_key: dict[str, list[int]] = {}
+    for out in sorted(outs, key=lambda o: o["n"]):
+        by_key.setdefault(out["key"], []).append(out["n"])
+    # each key's outputs are 1, 2, 3, ...: the poison records (offset 7) counted nothing
+    assert all(ns == list(range(1, len(ns) + 1)) for ns in by_key.values())
+    assert sum(map(len, by_key.values())) == 3 * 40 - 3
+    assert len(dead(cluster)) == 3
+    changelog = {(key, json.loads(value[9:])) for key, value, _ in cluster.outputs["app-counts-changelog"]}
+    finals = {(b"b" + k.encode(), ns[-1]) for k, ns in by_key.items()}  # bytes keys
+    assert finals <= changelog  # the last count of every key reached the changelog
+
+
+def test_a_store_the_config_lacks_ends_the_run(tmp_path):
+    from processor.kafka import FatalError  # noqa: PLC0415
+    cluster = FakeCluster(TOPICS | {"app-counts-changelog"})
+    with pytest.raises(FatalError, match=r"record.state\('cuonts'\): the config declares no such store"):
+        run(inputs(1, 3), lambda r: r.state("cuonts").get(r.key), cluster, stores=counting_stores(tmp_path))
+
+
+@pytest.mark.parametrize("checkpoint, expected", [
+    (None, "wiped"), ((5, "now"), "kept"), ((50, "now"), "wiped"), ((5, "old"), "wiped")])
+def test_recovery_starts_at_a_trusted_checkpoint_and_rebuilds_anything_else(checkpoint, expected):
+    from processor.state.recovery import start_offset  # noqa: PLC0415
+    from processor.state.store import wall_ms  # noqa: PLC0415
+    s = store()
+    s.set("a", 1)
+    commit(s)
+    if checkpoint is not None:
+        offset, when = checkpoint
+        s.save_checkpoint(offset)
+        if when == "old":
+            s.backend.data[b"mcheckpoint"] = json.dumps({"offset": offset, "time_ms": wall_ms() - 2_000}).encode()
+    start = start_offset(s, low=2, high=10, retention_ms=1_000)
+    assert (start, s.get("a")) == ((5, 1) if expected == "kept" else (2, None))
