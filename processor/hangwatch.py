@@ -10,6 +10,7 @@ deadline on their own: the grace lets them.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ class HangWatch:
         now = self.clock()
         seen: dict[int, tuple[Message, float]] = {}
         stuck = None
-        for thread, frame in sys._current_frames().items():
+        for thread, frame in _current_frames().items():
             found = _in_pipeline(frame, self.code)
             if found is None:
                 continue
@@ -71,6 +72,19 @@ class HangWatch:
             return None
         return (f"{stuck.describe(self.clock())}, past processing.record_deadline_ms "
                 f"({self.deadline * 1000:.0f})")
+
+
+def _current_frames() -> dict[int, FrameType]:
+    """`sys._current_frames()` with the collector off: on Python 3.11 a collection inside it
+    can free a thread-local object, which deadlocks the process (CPython issue 106883; seen
+    here, with a thread pool of transforms)."""
+    if not gc.isenabled():
+        return sys._current_frames()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        gc.enable()
 
 
 def _in_pipeline(top: FrameType, code: CodeType) -> tuple[Message, str] | None:
