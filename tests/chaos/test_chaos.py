@@ -9,7 +9,8 @@ from tests.chaos.harness import Chaos
 pytestmark = pytest.mark.kafka
 
 
-@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+# the consumer protocol's run (~110 s: every kill waits out the broker's 45 s session) is long
+@pytest.mark.parametrize("protocol", ["classic", pytest.param("consumer", marks=pytest.mark.long)])
 def test_bounded_chaos_keeps_exactly_once(tmp_path, protocol):
     # fed over 30 s: the processors are fast enough to finish a pre-filled input before
     # the faults come

@@ -18,7 +18,8 @@ PROTOCOLS = pytest.mark.parametrize("protocol", ["classic", "consumer"])
 KILLS = {"classic": 5, "consumer": 2}
 
 
-@PROTOCOLS
+# the consumer protocol's run (~100 s: each restart waits out the broker's 45 s session) is long
+@pytest.mark.parametrize("protocol", ["classic", pytest.param("consumer", marks=pytest.mark.long)])
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors, protocol):
     p = pipe(partitions=3, kafka={"group_protocol": protocol})
     samples = make_samples(50_000, poison_per_kind=0.005, seed=4)
