@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,6 +96,21 @@ class Pipe:
         wait_for(lambda: not proc.running() or self.committed_all(), timeout, "all inputs committed")
         code = proc.terminate()
         assert code == 0, proc.log()[-3000:]
+
+    def kill_at_random_moments(self, processors, instance: str, feeder, kills: int, seed: int) -> int:
+        """Start `instance` and `kill -9` it a random moment after it committed something,
+        again and again, `kills` times or until `feeder`'s stream is all committed; returns
+        how many kills there were."""
+        rng = random.Random(seed)
+        done = 0
+        while done < kills and not (feeder.done() and self.committed_all()):
+            before = self.committed_total()
+            proc = processors(self.config, instance)
+            wait_for(lambda: self.committed_total() > before or not proc.running(), 120, "progress")
+            wait_for(lambda: rng.random() < 0.3, 5, "a random moment", interval=0.05)
+            proc.kill()
+            done += 1
+        return done
 
     def verify(self, samples) -> Verdict:
         return verify(self.bootstrap, samples, self.output, self.dead_letter)

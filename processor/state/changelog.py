@@ -7,7 +7,9 @@ partition must find its changes in the changelog partition of the same number.
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+import time
+
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from processor.kafka import FatalError, kafka_error
@@ -50,16 +52,26 @@ def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
             raise FatalError(f"changelog topic {topic!r} has {len(existing[topic].partitions)} "
                              f"partitions, the inputs {partitions}: delete it or fix the inputs")
     retention = {}
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in topics]
-    for resource, future in admin.describe_configs(resources).items():
-        try:
-            configs = future.result(timeout=TIMEOUT_S)
-        except KafkaException as exc:
-            raise FatalError(f"cannot read the settings of changelog topic {resource.name!r}: "
-                             f"{kafka_error(exc).str()}") from exc
+    for topic in topics:
+        configs = _settings(admin, topic)
         if "compact" not in configs["cleanup.policy"].value:
-            raise FatalError(f"changelog topic {resource.name!r} is not compacted "
+            raise FatalError(f"changelog topic {topic!r} is not compacted "
                              f"(cleanup.policy={configs['cleanup.policy'].value}): set it to compact")
         entry = configs.get("delete.retention.ms")
-        retention[resource.name] = int(entry.value) if entry is not None else DEFAULT_DELETE_RETENTION_MS
+        retention[topic] = int(entry.value) if entry is not None else DEFAULT_DELETE_RETENTION_MS
     return retention
+
+
+def _settings(admin: AdminClient, topic: str) -> dict:
+    """The topic's settings; a topic just created may take a moment to be known everywhere."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        future = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+        try:
+            return next(iter(future.values())).result(timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise FatalError(f"cannot read the settings of changelog topic {topic!r}: "
+                                 f"{error.str()}") from exc
+            time.sleep(0.2)

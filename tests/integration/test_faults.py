@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 
 import pytest
@@ -24,16 +23,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(pipe, processors,
     p = pipe(partitions=3, kafka={"group_protocol": protocol})
     samples = make_samples(50_000, poison_per_kind=0.005, seed=4)
     feeder = Feeder(p.bootstrap, p.input, samples, seconds=20)  # a live stream, however fast we are
-    rng = random.Random(4)
-    kills = 0
-    while kills < KILLS[protocol] and not (feeder.done() and p.committed_all()):
-        before = p.committed_total()
-        proc = processors(p.config, "crashy")
-        # kill once this incarnation has committed something, a random moment later
-        wait_for(lambda: p.committed_total() > before or not proc.running(), 120, "progress")
-        wait_for(lambda: rng.random() < 0.3, 5, "a random moment", interval=0.05)
-        proc.kill()
-        kills += 1
+    kills = p.kill_at_random_moments(processors, "crashy", feeder, KILLS[protocol], seed=4)
     feeder.finish()
     final = processors(p.config, "crashy")
     p.drain(final, 180)

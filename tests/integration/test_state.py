@@ -5,16 +5,15 @@ directory, and a local store left behind its changelog."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
-import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from localkafka.clients import create_topics, produce, read_all, wait_for
+from localkafka.clients import create_topics, produce, read_all
+from tests.feeder import Feeder
 
 pytestmark = pytest.mark.kafka
 KEYS = 60
@@ -49,17 +48,13 @@ def assert_exact_counts(p, fed: int) -> None:
 
 def test_a_per_key_count_stays_exact_through_kill_9_at_random_moments(counting, processors):
     p = counting()
-    rng = random.Random(7)
-    total = 30_000
-    produce(p.bootstrap, p.input, keyed(0, total))
-    for round_ in range(4):
-        proc = processors(p.config, "i1")
-        done = p.committed_total()
-        wait_for(lambda: p.committed_total() > done or not proc.running(), 90, "progress")
-        time.sleep(rng.uniform(0.0, 1.5))
-        proc.kill()
-        print(f"\nkill -9 #{round_ + 1} at {p.committed_total()} of {total} committed", file=sys.stderr)
+    total = 40_000
+    records = [SimpleNamespace(key=k, value=v) for k, v in keyed(0, total)]
+    feeder = Feeder(p.bootstrap, p.input, records, seconds=20)  # a live stream, however fast we are
+    kills = p.kill_at_random_moments(processors, "i1", feeder, 5, seed=7)
+    feeder.finish()
     p.drain(processors(p.config, "i1"), timeout=180)
+    assert kills >= 3, "the stream ended before enough crashes: make it longer"
     assert_exact_counts(p, total)
 
 
