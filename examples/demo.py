@@ -49,24 +49,7 @@ def main() -> int:
 
 
 def run_processor(bootstrap: str, samples, workdir: Path) -> int:
-    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "METRICS_PORT": str(free_port())}
-    log_path = workdir / "processor.log"
-    began = time.monotonic()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "processor", "run", "-c", str(CONFIG)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        ends = end_offsets(bootstrap, "orders")
-        wait_for(lambda: proc.poll() is not None
-                 or committed_offsets(bootstrap, "order-enricher", "orders") == ends,
-                 timeout=120, what="the processor committing every input", interval=0.5)
-        elapsed = time.monotonic() - began
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-    print(f"processor exited with {code} after committing everything in {elapsed:.1f}s; "
-          f"its last log line:\n  {log_path.read_text().strip().splitlines()[-1]}")
+    code = run_until_committed(CONFIG, bootstrap, "order-enricher", "orders", workdir)
     outputs = read_all(bootstrap, "orders-enriched")
     dead = read_all(bootstrap, "orders-dlq")
     stages = Counter(r.headers.get("__processor.errors.stage", b"?").decode() for r in dead)
@@ -76,6 +59,30 @@ def run_processor(bootstrap: str, samples, workdir: Path) -> int:
     ok = code == 0 and len(outputs) == expected_out and len(dead) == len(samples) - expected_out
     print("OK: every order was processed exactly once" if ok else "MISMATCH: see above")
     return 0 if ok else 1
+
+
+def run_until_committed(config: Path, bootstrap: str, group: str, topic: str, workdir: Path,
+                        env: dict[str, str] | None = None) -> int:
+    """Run `processor run -c config` until every input of `topic` is committed, stop it
+    with SIGTERM, say so; its exit code."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "METRICS_PORT": str(free_port()), **(env or {})}
+    log_path = workdir / "processor.log"
+    began = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "processor", "run", "-c", str(config)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        ends = end_offsets(bootstrap, topic)
+        wait_for(lambda: proc.poll() is not None or committed_offsets(bootstrap, group, topic) == ends,
+                 timeout=120, what="the processor committing every input", interval=0.5)
+        elapsed = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    print(f"processor exited with {code} after committing everything in {elapsed:.1f}s; "
+          f"its last log line:\n  {log_path.read_text().strip().splitlines()[-1]}")
+    return code
 
 
 if __name__ == "__main__":

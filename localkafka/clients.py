@@ -43,9 +43,10 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
         future.result(timeout=60)
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+def produce(bootstrap: str, topic: str, records: Iterable[tuple],
             headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> int:
-    """Produce (key, value) pairs idempotently and wait for every delivery."""
+    """Produce (key, value) pairs, or (key, value, headers) triples, idempotently and wait
+    for every delivery; `headers` go with every pair."""
     producer = client(Producer, {"bootstrap.servers": bootstrap, "enable.idempotence": True,
                                  "linger.ms": 5})
     failures: list = []
@@ -55,11 +56,12 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
             failures.append(err)
 
     count = 0
-    for key, value in records:
+    for key, value, *own in records:
         kwargs = {} if partition is None else {"partition": partition}
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery, **kwargs)
+                producer.produce(topic, value, key, headers=own[0] if own else headers,
+                                 on_delivery=on_delivery, **kwargs)
                 break
             except BufferError:
                 producer.poll(0.1)

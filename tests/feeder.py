@@ -30,7 +30,8 @@ class Feeder(threading.Thread):
         began = time.monotonic()
         try:
             for n, i in enumerate(range(0, len(self.samples), size)):
-                produce(self.bootstrap, self.topic, [(s.key, s.value) for s in self.samples[i:i + size]])
+                produce(self.bootstrap, self.topic, [(s.key, s.value, getattr(s, "headers", None))
+                                                     for s in self.samples[i:i + size]])
                 pause = began + (n + 1) * self.seconds / chunks - time.monotonic()
                 if self.stopping.wait(max(pause, 0)):  # pacing the load, not waiting on a race
                     return

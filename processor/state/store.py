@@ -17,6 +17,7 @@ from typing import Any
 
 from processor.state.backend import Backend, Changes
 from processor.state.codec import NEVER, Key, decode_value, encode_key, encode_value, expiry
+from processor.state.idempotency import Once, once
 
 _DATA, _INDEX, _META = b"d", b"x", b"m"  # key spaces of the local database
 _CHECKPOINT = _META + b"checkpoint"
@@ -49,6 +50,11 @@ class StorePartition:
 
     def delete(self, key: Key) -> None:
         self._write(encode_key(key), None)
+
+    def once(self, key: Key, payload: Any, create: Callable[[], Any]) -> Once:
+        """The idempotency-key pattern (idempotency.py): `create()` once per key; a repeat
+        with the same payload is a `duplicate`, with another a `conflict`."""
+        return once(self, key, payload, create)
 
     def _write(self, key: bytes, data: bytes | None) -> None:
         if not self.record:

@@ -170,3 +170,19 @@ def test_recovery_starts_at_a_trusted_checkpoint_and_rebuilds_anything_else(chec
             s.backend.data[b"mcheckpoint"] = json.dumps({"offset": offset, "time_ms": wall_ms() - 2_000}).encode()
     start = start_offset(s, low=2, high=10, retention_ms=1_000)
     assert (start, s.get("a")) == ((5, 1) if expected == "kept" else (2, None))
+
+
+def test_once_creates_once_per_key_and_tells_duplicates_from_conflicts():
+    s = store()
+    made = []
+
+    def create():
+        made.append(1)
+        return {"order_id": f"o{len(made)}"}
+
+    first = s.once("key-1", {"a": 1, "b": [2]}, create)
+    again = s.once("key-1", {"b": [2], "a": 1}, create)  # the same payload, keys in another order
+    other = s.once("key-1", {"a": 2, "b": [2]}, create)
+    assert (first.status, again.status, other.status) == ("created", "duplicate", "conflict")
+    assert first.result == again.result == other.result == {"order_id": "o1"} and len(made) == 1
+    assert s.once(b"key-2", b"raw", create).status == "created" and len(made) == 2
