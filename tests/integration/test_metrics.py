@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from examples.orders import make_samples
 from localkafka import free_port
 from localkafka.clients import wait_for
-from tests.http import get
+from tests.http import get, samples_of
 
 pytestmark = pytest.mark.kafka
-
-
-def samples_of(text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_scraped_counters_equal_what_was_committed(pipe, processors):

@@ -5,15 +5,20 @@ directory, and a local store left behind its changelog."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from localkafka.clients import create_topics, produce, read_all
+from localkafka import free_port
+from localkafka.clients import create_topics, produce, read_all, wait_for
 from tests.feeder import Feeder
+from tests.http import get, samples_of
 
 pytestmark = pytest.mark.kafka
 KEYS = 60
@@ -26,10 +31,10 @@ def keyed(start: int, n: int) -> list[tuple[bytes, bytes]]:
 
 @pytest.fixture
 def counting(pipe, tmp_path):
-    def make():
-        p = pipe(partitions=3, transform="tests.transforms:count_per_key", input_codec=JSON_IN,
+    def make(store: dict | None = None, partitions: int = 3):
+        p = pipe(partitions=partitions, transform="tests.transforms:count_per_key", input_codec=JSON_IN,
                  output_value={"format": "json"},
-                 state={"dir": str(tmp_path / "state"), "stores": {"counts": {}}})
+                 state={"dir": str(tmp_path / "state"), "stores": {"counts": store or {}}})
         p.state_dir = tmp_path / "state"
         return p
     return make
@@ -58,6 +63,24 @@ def test_a_per_key_count_stays_exact_through_kill_9_at_random_moments(counting, 
     assert_exact_counts(p, total)
 
 
+def test_stores_move_with_their_partitions_as_instances_join_and_leave(counting, processors):
+    p = counting()
+    total = 30_000
+    feeder = Feeder(p.bootstrap, p.input, [SimpleNamespace(key=k, value=v) for k, v in keyed(0, total)],
+                    seconds=15)
+    first = processors(p.config, "a")
+    wait_for(lambda: p.committed_total() > 2_000, 60, "a committing")
+    second = processors(p.config, "b")
+    wait_for(lambda: second.held_partitions(), 60, "b holding partitions")
+    wait_for(lambda: p.committed_total() > 12_000, 120, "both instances committing")
+    assert first.terminate() == 0, first.log()[-3000:]
+    feeder.finish()
+    p.drain(second, 180)
+    assert second.held_partitions() == {f"{p.input}[{n}]" for n in range(3)}
+    assert "recovered <store 'counts' partition" in second.log()  # what a had counted
+    assert_exact_counts(p, total)
+
+
 def test_a_deleted_state_dir_is_rebuilt_from_the_changelog(counting, processors):
     p = counting()
     produce(p.bootstrap, p.input, keyed(0, 3_000))
@@ -69,6 +92,46 @@ def test_a_deleted_state_dir_is_rebuilt_from_the_changelog(counting, processors)
     assert_exact_counts(p, 6_000)
     assert "rebuilding" not in proc.log()  # nothing was there to distrust: a plain restore
     assert "recovered <store 'counts' partition" in proc.log()
+
+
+def test_recovery_is_visible_and_restores_every_key(pipe, processors, tmp_path: Path):
+    """240,000 keys counted once; the state dir deleted; the restart recovers them before any
+    record (/readyz 503 while the recovery gauge is above 0), then counts each again to 2."""
+    port = free_port()
+    p = pipe(partitions=3, transform="tests.transforms:count_per_key", input_codec=JSON_IN,
+             output_value={"format": "json"}, metrics_port=port,
+             state={"dir": str(tmp_path / "state"), "stores": {"counts": {}}})
+    keys = 240_000
+    unique = [(f"u{i}".encode(), json.dumps({"seq": i}).encode()) for i in range(keys)]
+    produce(p.bootstrap, p.input, unique)
+    p.drain(processors(p.config, "i1"), timeout=240)
+    shutil.rmtree(tmp_path / "state")
+    produce(p.bootstrap, p.input, unique[:3_000])
+    proc = processors(p.config, "i1")
+    seen_recovering = False
+    while True:
+        status, text = get(port, "/metrics", timeout=5)
+        values = samples_of(text) if status == 200 else {}
+        remaining = sum(v for (name, _), v in values.items()
+                        if name == "processor_state_recovery_records_remaining")
+        if remaining > 0:
+            seen_recovering = seen_recovering or get(port, "/readyz")[0] == 503
+        restored = values.get(("processor_state_restored_records_total", (("store", "counts"),)), 0)
+        if restored >= keys or not proc.running():
+            break
+        time.sleep(0.1)  # polling a scrape endpoint, not waiting on a race
+    assert seen_recovering, "never saw /readyz 503 while the recovery gauge was above 0"
+    wait_for(lambda: get(port, "/readyz")[0] == 200, 30, "/readyz ready after recovery")
+    p.drain(proc)
+    counted: dict[str, list[int]] = defaultdict(list)
+    for read in read_all(p.bootstrap, p.output):
+        out = json.loads(read.value)
+        counted[out["key"]].append(out["n"])
+    assert len(counted) == keys
+    assert all(ns == ([1, 2] if int(key[1:]) < 3_000 else [1]) for key, ns in counted.items())
+    took = [float(m) for m in re.findall(r"recovered <store 'counts' partition \d>: \d+ changes in ([\d.]+)s",
+                                          proc.log())]
+    print(f"\nrestored {keys} keys in {sum(took):.1f}s ({keys / sum(took):,.0f} changes/s)", file=sys.stderr)
 
 
 def test_a_store_behind_its_changelog_catches_up(counting, processors, tmp_path: Path):
@@ -85,6 +148,23 @@ def test_a_store_behind_its_changelog_catches_up(counting, processors, tmp_path:
     produce(p.bootstrap, p.input, keyed(4_000, 2_000))
     p.drain(processors(p.config, "i1"))
     assert_exact_counts(p, 6_000)
+
+
+def test_expired_entries_read_as_absent_and_are_deleted_from_the_changelog(counting, processors):
+    p = counting({"ttl_ms": 2_000}, partitions=1)
+    proc = processors(p.config, "i1")
+    produce(p.bootstrap, p.input, keyed(0, 2))  # k0, k1: counted 1
+    wait_for(p.committed_all, 60, "the first records committed")
+    written = time.time()
+    wait_for(lambda: time.time() > written + 2.5, 10, "the entries' TTL to pass")
+    produce(p.bootstrap, p.input, keyed(2, 1))  # k2: its commit deletes the expired k0, k1
+    changelog = f"{p.app_id}-counts-changelog"
+    wait_for(lambda: {r.key for r in read_all(p.bootstrap, changelog) if r.value is None} == {b"sk0", b"sk1"},
+             30, "tombstones of k0 and k1 in the changelog")
+    produce(p.bootstrap, p.input, keyed(0, 1))  # k0 again: counted from 1 anew
+    p.drain(proc)
+    outputs = [json.loads(r.value) for r in read_all(p.bootstrap, p.output)]
+    assert sorted((o["key"], o["n"]) for o in outputs) == [("k0", 1), ("k0", 1), ("k1", 1), ("k2", 1)]
 
 
 def test_a_changelog_topic_that_does_not_fit_stops_the_start(counting, processors):
