@@ -51,3 +51,4 @@ def verify(bootstrap: str, samples: list[Sample], output_topic: str, dead_letter
         verdict.duplicated += sorted(k for k, n in seen[where].items() if n > 1)
         verdict.unexpected += sorted(set(seen[where]) - expected[where])
     return verdict
+

@@ -19,3 +19,10 @@ def test_bounded_chaos_keeps_exactly_once(tmp_path, protocol):
     print(summary)
     assert summary.ok, summary
     assert sum(summary.faults.values()) >= 5, summary
+
+
+def test_bounded_stateful_chaos_keeps_every_count_exact(tmp_path):
+    summary = Chaos(tmp_path, records=30_000, seed=5, faults=8, feed_seconds=25, stateful=True).run()
+    print(summary)
+    assert summary.ok, summary
+    assert sum(summary.faults.values()) >= 4, summary

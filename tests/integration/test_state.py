@@ -9,9 +9,8 @@ import re
 import shutil
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,14 +18,10 @@ from localkafka import free_port
 from localkafka.clients import create_topics, produce, read_all, wait_for
 from tests.feeder import Feeder
 from tests.http import get, samples_of
+from tests.counts import expected_counts, feed, keyed, verify_counts
 
 pytestmark = pytest.mark.kafka
-KEYS = 60
 JSON_IN = {"key": {"format": "string"}, "value": {"format": "json"}}
-
-
-def keyed(start: int, n: int) -> list[tuple[bytes, bytes]]:
-    return [(f"k{i % KEYS}".encode(), json.dumps({"seq": i}).encode()) for i in range(start, start + n)]
 
 
 @pytest.fixture
@@ -41,21 +36,14 @@ def counting(pipe, tmp_path):
 
 
 def assert_exact_counts(p, fed: int) -> None:
-    by_key: dict[str, list[int]] = defaultdict(list)
-    for read in read_all(p.bootstrap, p.output):
-        out = json.loads(read.value)
-        by_key[out["key"]].append(out["n"])
-    expected = Counter(f"k{i % KEYS}" for i in range(fed))
-    for key, ns in by_key.items():
-        assert ns == list(range(1, expected[key] + 1)), f"{key}: {ns[:10]}... of {len(ns)}"
-    assert set(by_key) == set(expected)
+    verdict = verify_counts(p.bootstrap, p.output, expected_counts(fed))
+    assert verdict.ok, verdict
 
 
 def test_a_per_key_count_stays_exact_through_kill_9_at_random_moments(counting, processors):
     p = counting()
     total = 40_000
-    records = [SimpleNamespace(key=k, value=v) for k, v in keyed(0, total)]
-    feeder = Feeder(p.bootstrap, p.input, records, seconds=20)  # a live stream, however fast we are
+    feeder = Feeder(p.bootstrap, p.input, keyed(0, total), seconds=20)  # a live stream, however fast we are
     kills = p.kill_at_random_moments(processors, "i1", feeder, 5, seed=7)
     feeder.finish()
     p.drain(processors(p.config, "i1"), timeout=180)
@@ -66,8 +54,7 @@ def test_a_per_key_count_stays_exact_through_kill_9_at_random_moments(counting, 
 def test_stores_move_with_their_partitions_as_instances_join_and_leave(counting, processors):
     p = counting()
     total = 30_000
-    feeder = Feeder(p.bootstrap, p.input, [SimpleNamespace(key=k, value=v) for k, v in keyed(0, total)],
-                    seconds=15)
+    feeder = Feeder(p.bootstrap, p.input, keyed(0, total), seconds=15)
     first = processors(p.config, "a")
     wait_for(lambda: p.committed_total() > 2_000, 60, "a committing")
     second = processors(p.config, "b")
@@ -83,10 +70,10 @@ def test_stores_move_with_their_partitions_as_instances_join_and_leave(counting,
 
 def test_a_deleted_state_dir_is_rebuilt_from_the_changelog(counting, processors):
     p = counting()
-    produce(p.bootstrap, p.input, keyed(0, 3_000))
+    feed(p.bootstrap, p.input, 0, 3_000)
     p.drain(processors(p.config, "i1"))
     shutil.rmtree(p.state_dir)
-    produce(p.bootstrap, p.input, keyed(3_000, 3_000))
+    feed(p.bootstrap, p.input, 3_000, 3_000)
     proc = processors(p.config, "i1")
     p.drain(proc)
     assert_exact_counts(p, 6_000)
@@ -138,14 +125,14 @@ def test_a_store_behind_its_changelog_catches_up(counting, processors, tmp_path:
     """As after a crash between a commit and the local write: the store holds older state
     and an older checkpoint than the changelog."""
     p = counting()
-    produce(p.bootstrap, p.input, keyed(0, 2_000))
+    feed(p.bootstrap, p.input, 0, 2_000)
     p.drain(processors(p.config, "i1"))
     shutil.copytree(p.state_dir, tmp_path / "older")
-    produce(p.bootstrap, p.input, keyed(2_000, 2_000))
+    feed(p.bootstrap, p.input, 2_000, 2_000)
     p.drain(processors(p.config, "i1"))
     shutil.rmtree(p.state_dir)
     shutil.copytree(tmp_path / "older", p.state_dir)
-    produce(p.bootstrap, p.input, keyed(4_000, 2_000))
+    feed(p.bootstrap, p.input, 4_000, 2_000)
     p.drain(processors(p.config, "i1"))
     assert_exact_counts(p, 6_000)
 
@@ -153,15 +140,15 @@ def test_a_store_behind_its_changelog_catches_up(counting, processors, tmp_path:
 def test_expired_entries_read_as_absent_and_are_deleted_from_the_changelog(counting, processors):
     p = counting({"ttl_ms": 2_000}, partitions=1)
     proc = processors(p.config, "i1")
-    produce(p.bootstrap, p.input, keyed(0, 2))  # k0, k1: counted 1
+    feed(p.bootstrap, p.input, 0, 2)  # k0, k1: counted 1
     wait_for(p.committed_all, 60, "the first records committed")
     written = time.time()
     wait_for(lambda: time.time() > written + 2.5, 10, "the entries' TTL to pass")
-    produce(p.bootstrap, p.input, keyed(2, 1))  # k2: its commit deletes the expired k0, k1
+    feed(p.bootstrap, p.input, 2, 1)  # k2: its commit deletes the expired k0, k1
     changelog = f"{p.app_id}-counts-changelog"
     wait_for(lambda: {r.key for r in read_all(p.bootstrap, changelog) if r.value is None} == {b"sk0", b"sk1"},
              30, "tombstones of k0 and k1 in the changelog")
-    produce(p.bootstrap, p.input, keyed(0, 1))  # k0 again: counted from 1 anew
+    feed(p.bootstrap, p.input, 0, 1)  # k0 again: counted from 1 anew
     p.drain(proc)
     outputs = [json.loads(r.value) for r in read_all(p.bootstrap, p.output)]
     assert sorted((o["key"], o["n"]) for o in outputs) == [("k0", 1), ("k0", 1), ("k1", 1), ("k2", 1)]
