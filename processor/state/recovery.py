@@ -52,6 +52,7 @@ def recover(store: StorePartition, consumer: Consumer, topic: str, retention_ms:
     tp = TopicPartition(topic, store.partition)
     low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
     start = start_offset(store, low, high, retention_ms)
+    rebuilding = start == low and store.checkpoint() is None  # emptied: nothing to replace
     restored, end = 0, start
     if start < high:
         began = time.monotonic()
@@ -71,7 +72,7 @@ def recover(store: StorePartition, consumer: Consumer, topic: str, retention_ms:
                     else:
                         log.warning("recovering %r: %s", store, error.str())
                 if changes:
-                    store.apply(changes)
+                    store.apply(changes, rebuilding)
                 if eof is not None:
                     end = eof
                     break

@@ -91,20 +91,27 @@ class StorePartition:
         """Delete (in the open transaction) up to `limit` entries whose time is up."""
         now = _INDEX + _TIME.pack(self.clock_ms() + 1)
         expired = 0
+        stale: Changes = {}
         for index_key in self.backend.keys_between(_INDEX, now, limit):
             key = index_key[len(_INDEX) + _TIME.size:]
-            if key not in self.txn:
+            data = self.backend.get(_DATA + key)
+            if data is None or _INDEX + _TIME.pack(expiry(data)) + key != index_key:
+                stale[index_key] = None  # the entry was rewritten or deleted since
+            elif key not in self.txn:
                 self.txn[key] = None
                 expired += 1
+        if stale:
+            self.backend.write(stale)  # the index is local, derived from the data: no changelog
         return expired
 
     # -- the local database ----------------------------------------------------------------
-    def apply(self, changes: Changes) -> None:
+    def apply(self, changes: Changes, rebuilding: bool = False) -> None:
         """Write committed changes (or the changelog's, when recovering) in one atomic write,
-        keeping the expiry index in step."""
+        keeping the expiry index in step. `rebuilding` an emptied store skips looking up
+        the values replaced (an index entry they leave is dropped by `expire`)."""
         batch: Changes = {}
         for key, data in changes.items():
-            old = self.backend.get(_DATA + key)
+            old = None if rebuilding else self.backend.get(_DATA + key)
             if old is not None and (expires := expiry(old)) != NEVER:
                 batch[_INDEX + _TIME.pack(expires) + key] = None
             batch[_DATA + key] = data

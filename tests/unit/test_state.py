@@ -186,3 +186,14 @@ def test_once_creates_once_per_key_and_tells_duplicates_from_conflicts():
     assert (first.status, again.status, other.status) == ("created", "duplicate", "conflict")
     assert first.result == again.result == other.result == {"order_id": "o1"} and len(made) == 1
     assert s.once(b"key-2", b"raw", create).status == "created" and len(made) == 2
+
+
+def test_a_rebuild_skips_lookups_and_expire_drops_the_index_entries_it_left():
+    now = [1_000]
+    s = store(ttl_ms=100, now=now)
+    key = encode_key("a")
+    s.apply({key: encode_value("old", 1_050)}, rebuilding=True)
+    s.apply({key: encode_value("new", 5_000)}, rebuilding=True)  # the 1,050 index entry stays
+    now[0] = 2_000
+    assert s.get("a") == "new" and s.expire(limit=10) == 0 and s.txn == {}
+    assert [k for k in s.backend.data if k.startswith(b"x")] == [b"x" + (5_000).to_bytes(8, "big") + key]
