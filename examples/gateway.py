@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,14 +51,23 @@ class Ledger:
         return best
 
 
+class _Server(ThreadingHTTPServer):
+    """Callers that time out and go away are part of the simulation: no traceback for them."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Gateway:
     def __init__(self, faults: Faults | None = None, seed: int = 1, port: int = 0):
         self.faults = faults or Faults()
         self.rng = random.Random(seed)
         self.ledger = Ledger()
         self.down_until = 0.0
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), self._handler())
 
     @property
     def url(self) -> str:
