@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from localkafka.clients import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,6 +66,10 @@ class ProcessorProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM, once the process can take it: its handlers are in place before it logs
+        anything (in the first ~0.1 s of Python's start-up, SIGTERM simply kills)."""
+        wait_for(lambda: not self.running() or self.log_path.stat().st_size > 0, 60,
+                 "the processor's first log line")
         if self.running():
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
