@@ -11,17 +11,16 @@ import time
 from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 
+from processor.brokercheck import check_connection
 from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
 from processor.engine import STOP_SECONDS, Engine
-from processor.hangmarks import commit_mark
 from processor.hangwatch import HangWatch
 from processor.kafka import (ClientErrors, FatalError, client_settings, consumer_settings,
                              incremental_assignment, producer_settings)
 from processor.logs import setup_logging
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
-from processor.brokercheck import check_connection
 from processor.preflight import kafka_settings, metrics_endpoint, state_dir
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
@@ -30,7 +29,7 @@ from processor.state import Stores, build_stores
 from processor.transaction import Transactions
 from processor.transform import TransformLoadError, load_transform
 from processor.txproducer import Reachability, TransactionalProducer
-from processor.watchdog import EXIT_FATAL, hang_note, watch
+from processor.watchdog import EXIT_FATAL, watch
 
 log = logging.getLogger("processor")
 EXIT_OK, EXIT_CONFIG = 0, 2
@@ -113,11 +112,6 @@ def run(config_path: str, stopping: threading.Event) -> int:
     def problem() -> str | None:
         return "stopping" if stopping.is_set() else hangs.problem() or transactions.streak.problem()
 
-    def mark(msg: Message) -> str:
-        where, hang = transactions.marks.next_hang(msg)
-        commit_mark(txp.new_producer, consumer, where, hang)
-        return f"marked in Kafka: {hang_note(hang.times)}"
-
     if config.metrics.enabled:
         try:
             server = EndpointServer(config.metrics.host, config.metrics.port, metrics.registry,
@@ -134,6 +128,9 @@ def run(config_path: str, stopping: threading.Event) -> int:
     stall_bound = config.kafka.unreachable_timeout_ms / 1000 + WATCHDOG_MARGIN_S
     def progressed() -> float:
         return max(engine.progressed, stores.progressed) if stores else engine.progressed
+
+    def mark(msg: Message) -> str:
+        return transactions.marks.mark(msg, txp.new_producer)
 
     threading.Thread(target=watch, args=(progressed, stall_bound, hangs, mark),
                      name="watchdog", daemon=True).start()

@@ -4,7 +4,6 @@ that every configured topic exists, and that they speak the configured group pro
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 
@@ -12,18 +11,15 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from processor.config import Config, Problem
-from processor.kafka import (NO_CONSUMER_PROTOCOL, ClientErrors, client_settings, consumer_settings,
-                             lacks_consumer_protocol)
+from processor.kafka import (NO_CONSUMER_PROTOCOL, QUIET_LOGGER, ClientErrors, client_settings,
+                             consumer_settings, lacks_consumer_protocol)
 
-_QUIET = logging.getLogger("processor.brokercheck.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 PROTOCOL_PROBE_S = 15.0
 
 
 def check_connection(config: Config, timeout: float = 15.0) -> list[Problem]:
     errors = ClientErrors()
-    admin = AdminClient({**client_settings(config), "error_cb": errors, "logger": _QUIET})
+    admin = AdminClient({**client_settings(config), "error_cb": errors, "logger": QUIET_LOGGER})
     try:
         topics = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
@@ -43,7 +39,7 @@ def _consumer_protocol(config: Config, admin: AdminClient) -> list[Problem]:
     """Join a group of our own with the consumer protocol until it assigns the inputs: a
     broker without it answers the heartbeat with UNSUPPORTED_VERSION (a fatal error)."""
     group = f"{config.group_id}.check-{uuid.uuid4().hex[:8]}"
-    settings = {**consumer_settings(config), "group.id": group, "logger": _QUIET}
+    settings = {**consumer_settings(config), "group.id": group, "logger": QUIET_LOGGER}
     settings.pop("group.instance.id", None)
     consumer = Consumer(settings)
     consumer.subscribe(config.input.topics)

@@ -122,6 +122,12 @@ class HangMarks:
                                                            timeout=REQUEST_TIMEOUT_S)[0]
         return TopicPartition(*key, min(position, msg.offset())), Hang(msg.offset(), times)
 
+    def mark(self, msg: Message, new_producer: Callable[[dict], Producer]) -> str:
+        """Commit the mark of `msg` hanging now (see `commit_mark`); what comes of it next."""
+        where, hang = self.next_hang(msg)
+        commit_mark(new_producer, self.consumer, where, hang)
+        return f"marked in Kafka: {hang_note(hang.times)}"
+
     def _position_at_end(self, key: tuple[str, int]) -> None:
         try:
             watermarks = self.consumer.get_watermark_offsets(TopicPartition(*key),
@@ -130,6 +136,14 @@ class HangMarks:
             log.warning("could not read the end offset of %s [%d]: %s", *key, kafka_error(exc).str())
             return
         self.positions[key] = watermarks[1]
+
+
+def hang_note(times: int) -> str:
+    """What happens next to a record that hung `times` times."""
+    if times >= HANGS_BEFORE_DEAD_LETTER:
+        return f"it hung {times} times: the next instance dead-letters it"
+    return (f"it hung {times} time(s): the next instance tries it again, and dead-letters it "
+            f"once it hung {HANGS_BEFORE_DEAD_LETTER} times")
 
 
 def commit_mark(new_producer: Callable[[dict], Producer], consumer: Consumer,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -131,6 +132,11 @@ def is_fenced(error: KafkaError) -> bool:
     return error.code() in _FENCED_CODES or (
         error.code() == KafkaError._FATAL and "fenced by other consumer" in error.str())
 
+
+# for clients built only to ask something (check, preflight): their log lines are not the run's
+QUIET_LOGGER = logging.getLogger("processor.quiet.librdkafka")
+QUIET_LOGGER.addHandler(logging.NullHandler())
+QUIET_LOGGER.propagate = False
 
 NO_CONSUMER_PROTOCOL = ("the brokers do not support group_protocol consumer (KIP-848: Kafka 4.0+, "
                         "or 3.7+ with group.coordinator.rebalance.protocols including consumer): "

@@ -5,18 +5,14 @@ state directory that can be written."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import tempfile
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from processor.config import Config, Problem
-from processor.kafka import consumer_settings, kafka_error, producer_settings
+from processor.kafka import QUIET_LOGGER, consumer_settings, kafka_error, producer_settings
 
-_QUIET = logging.getLogger("processor.preflight.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 
 def kafka_settings(config: Config) -> list[Problem]:
@@ -30,7 +26,7 @@ def kafka_settings(config: Config) -> list[Problem]:
             problems.append(Problem(f"kafka.{section}", str(exc)))
             continue
         try:
-            built = client({**settings, "bootstrap.servers": "", "logger": _QUIET})
+            built = client({**settings, "bootstrap.servers": "", "logger": QUIET_LOGGER})
         except (KafkaException, ValueError, TypeError) as exc:
             reason = kafka_error(exc).str() if isinstance(exc, KafkaException) else str(exc)
             problems.append(Problem(f"kafka.{section}", f"librdkafka refuses the settings: {reason}"))

@@ -156,11 +156,12 @@ class Transactions:
         self._require_topic_of(missing[0], KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
         return Failure("produce", MissingTopic(f"output topic {missing[0]!r} does not exist"))
 
-    def produce(self, out: Encoded) -> None:
+    def produce(self, out: Encoded, **partition) -> None:
+        """Produce `out` (to `partition=N` if given), waiting while the queue is full."""
         topic, value, key, headers = out
         while True:
             try:
-                self.txp.producer.produce(topic, value, key, headers=headers)
+                self.txp.producer.produce(topic, value, key, headers=headers, **partition)
                 return
             except BufferError:  # the queue is full: wait for deliveries, within the bound
                 self.txp.reachability.failed("the producer queue stays full")
@@ -168,16 +169,11 @@ class Transactions:
 
     def produce_to(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         """Produce a record of the processor's own (a changelog's) to one partition."""
-        while True:
-            try:
-                self.txp.producer.produce(topic, value, key, partition=partition)
-                return
-            except BufferError:
-                self.txp.reachability.failed("the producer queue stays full")
-                self.txp.producer.poll(0.05)
-            except KafkaException as exc:
-                raise FatalError(f"a record to {topic!r} [{partition}] was refused: "
-                                 f"{kafka_error(exc).str()}") from exc
+        try:
+            self.produce((topic, value, key, None), partition=partition)
+        except KafkaException as exc:
+            raise FatalError(f"a record to {topic!r} [{partition}] was refused: "
+                             f"{kafka_error(exc).str()}") from exc
 
     def dead_letter(self, msg: Message, failure: Failure) -> None:
         for hook in self.hooks:

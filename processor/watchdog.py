@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Message
 
-from processor.hangmarks import HANGS_BEFORE_DEAD_LETTER, REQUEST_TIMEOUT_S
+from processor.hangmarks import REQUEST_TIMEOUT_S
 from processor.hangwatch import EXIT_GRACE_S, HangWatch
 
 log = logging.getLogger("processor")
@@ -66,14 +66,6 @@ def _bounded_mark(mark: Callable[[Message], str], msg: Message) -> str:
     thread.start()
     thread.join(4 * REQUEST_TIMEOUT_S)
     return said[0] if said else "marking it in Kafka did not finish in time: the next instance tries it again"
-
-
-def hang_note(times: int) -> str:
-    """What happens next to a record that hung `times` times."""
-    if times >= HANGS_BEFORE_DEAD_LETTER:
-        return f"it hung {times} times: the next instance dead-letters it"
-    return (f"it hung {times} time(s): the next instance tries it again, and dead-letters it "
-            f"once it hung {HANGS_BEFORE_DEAD_LETTER} times")
 
 
 def _exit() -> None:

@@ -25,8 +25,8 @@ TIMEOUT_S = 30.0
 STALL_S = 120.0  # no progress towards the end for this long: something holds the changelog
 
 
-def start_offset(store: StorePartition, low: int, high: int, retention_ms: int) -> int:
-    """Where recovery reads from; wipes the store when it cannot be trusted."""
+def start_offset(store: StorePartition, low: int, high: int, retention_ms: int) -> tuple[int, bool]:
+    """Where recovery reads from, and whether the store was wiped (it cannot be trusted)."""
     saved = store.checkpoint()
     if saved is not None:
         offset, when = saved
@@ -35,13 +35,13 @@ def start_offset(store: StorePartition, low: int, high: int, retention_ms: int) 
         elif wall_ms() - when >= retention_ms:
             why = f"its checkpoint is older than the changelog's delete.retention.ms ({retention_ms} ms)"
         else:
-            return offset
+            return offset, False
     else:
         why = "it has no checkpoint"
     if saved is not None or store.backend.keys_between(b"", b"\xff", 1):
         log.warning("rebuilding %r from its changelog: %s", store, why)
     store.backend.wipe()
-    return low
+    return low, True
 
 
 def recover(store: StorePartition, consumer: Consumer, topic: str, retention_ms: int,
@@ -51,8 +51,7 @@ def recover(store: StorePartition, consumer: Consumer, topic: str, retention_ms:
     read_committed with `enable.partition.eof`: the end is where it says so."""
     tp = TopicPartition(topic, store.partition)
     low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
-    start = start_offset(store, low, high, retention_ms)
-    rebuilding = start == low and store.checkpoint() is None  # emptied: nothing to replace
+    start, rebuilding = start_offset(store, low, high, retention_ms)  # emptied: nothing to replace
     restored, end = 0, start
     if start < high:
         began = time.monotonic()

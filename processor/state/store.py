@@ -3,7 +3,7 @@
 Reads see the record's own writes first, then its transaction's, then the local database.
 Writes stay with the record until it succeeds (a record that fails leaves none behind), then
 with the transaction until it commits: they reach the changelog in the transaction and the
-local database only after the commit (state.py). Entries with a TTL read as absent once
+local database only after the commit (stores.py). Entries with a TTL read as absent once
 expired; an index by expiry time finds them for deletion without scanning the store.
 """
 

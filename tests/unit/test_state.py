@@ -168,8 +168,8 @@ def test_recovery_starts_at_a_trusted_checkpoint_and_rebuilds_anything_else(chec
         s.save_checkpoint(offset)
         if when == "old":
             s.backend.data[b"mcheckpoint"] = json.dumps({"offset": offset, "time_ms": wall_ms() - 2_000}).encode()
-    start = start_offset(s, low=2, high=10, retention_ms=1_000)
-    assert (start, s.get("a")) == ((5, 1) if expected == "kept" else (2, None))
+    start, wiped = start_offset(s, low=2, high=10, retention_ms=1_000)
+    assert (start, wiped, s.get("a")) == ((5, False, 1) if expected == "kept" else (2, True, None))
 
 
 def test_once_creates_once_per_key_and_tells_duplicates_from_conflicts():
