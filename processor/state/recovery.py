@@ -14,15 +14,30 @@ import logging
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from processor.kafka import FatalError
+from processor.kafka import FatalError, kafka_error
 from processor.state.store import StorePartition, wall_ms
 
 log = logging.getLogger("processor.state")
 BATCH = 10_000
 TIMEOUT_S = 30.0
 STALL_S = 120.0  # no progress towards the end for this long: something holds the changelog
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, store: StorePartition) -> tuple[int, int]:
+    """The changelog partition's offsets, asked again while Kafka does not answer (a broker
+    restarting), for up to `STALL_S`."""
+    give_up = time.monotonic() + STALL_S
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            if time.monotonic() > give_up:
+                raise FatalError(f"recovering {store!r}: cannot read the end of {tp.topic} "
+                                 f"[{tp.partition}]: {kafka_error(exc).str()}") from exc
+            log.warning("recovering %r: %s; asking again", store, kafka_error(exc).str())
+            time.sleep(1.0)  # Kafka is away: pace the questions
 
 
 def start_offset(store: StorePartition, low: int, high: int, retention_ms: int) -> tuple[int, bool]:
@@ -50,7 +65,7 @@ def recover(store: StorePartition, consumer: Consumer, topic: str, retention_ms:
     `remaining(n)` is told how many offsets are left as it goes. `consumer` reads
     read_committed with `enable.partition.eof`: the end is where it says so."""
     tp = TopicPartition(topic, store.partition)
-    low, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
+    low, high = _watermarks(consumer, tp, store)
     start, rebuilding = start_offset(store, low, high, retention_ms)  # emptied: nothing to replace
     restored, end = 0, start
     if start < high:

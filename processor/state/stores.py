@@ -27,6 +27,7 @@ from processor.transaction import Hooks
 
 log = logging.getLogger("processor.state")
 CHECKPOINT_S = 10.0
+CHECKPOINT_TIMEOUT_S = 5.0
 EXPIRE_PER_COMMIT = 1000  # entries past their TTL deleted per store partition and commit
 
 
@@ -61,9 +62,12 @@ class Stores(Hooks):
     def prepare(self, admin: AdminClient, input_topics: list[str], replication_factor: int) -> None:
         """Create or check the changelog topics (FatalError when they do not fit)."""
         self.restorer = self.new_restorer()
-        partitions = input_partitions(admin, input_topics)
-        self.retention_ms = ensure_changelogs(admin, sorted(self.topics.values()), partitions,
-                                              replication_factor)
+        try:
+            partitions = input_partitions(admin, input_topics)
+            self.retention_ms = ensure_changelogs(admin, sorted(self.topics.values()), partitions,
+                                                  replication_factor)
+        except KafkaException as exc:
+            raise FatalError(f"cannot prepare the changelog topics: {kafka_error(exc).str()}") from exc
 
     # -- records ---------------------------------------------------------------------------
     def partition(self, name: str, partition: int) -> StorePartition:
@@ -111,7 +115,12 @@ class Stores(Hooks):
         where each store holds every change below."""
         for store in stores:
             tp = TopicPartition(self.topics[store.name], store.partition)
-            store.save_checkpoint(self.restorer.get_watermark_offsets(tp, timeout=30)[1])
+            try:
+                end = self.restorer.get_watermark_offsets(tp, timeout=CHECKPOINT_TIMEOUT_S)[1]
+            except KafkaException as exc:  # a later checkpoint will do; a restart reads a bit more
+                log.warning("no checkpoint for %r this time: %s", store, kafka_error(exc).str())
+                continue
+            store.save_checkpoint(end)
             self.unsaved.discard(store)
         self.last_checkpoint = self.clock()
 
@@ -163,12 +172,7 @@ class Stores(Hooks):
     def close(self, checkpoint: bool) -> None:
         """At exit: checkpoint only after a clean stop (after a fatal error, another
         instance may be writing to the changelogs already)."""
-        try:
-            self._close(list(self.open.values()), checkpoint)
-        except KafkaException as exc:
-            log.warning("stores closed without a last checkpoint (%s): the next start reads "
-                        "a little more of the changelogs", kafka_error(exc).str())
-            self._close(list(self.open.values()), checkpoint=False)
+        self._close(list(self.open.values()), checkpoint)
 
     def _close(self, stores: list[StorePartition], checkpoint: bool) -> None:
         """Checkpoint (the open transaction was settled before) and close. Not for lost

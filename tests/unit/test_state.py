@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from processor.metrics import Metrics
 from processor.state.backend import MemoryBackend, RocksBackend
@@ -197,3 +197,26 @@ def test_a_rebuild_skips_lookups_and_expire_drops_the_index_entries_it_left():
     now[0] = 2_000
     assert s.get("a") == "new" and s.expire(limit=10) == 0 and s.txn == {}
     assert [k for k in s.backend.data if k.startswith(b"x")] == [b"x" + (5_000).to_bytes(8, "big") + key]
+
+
+class Restarting:
+    """A restorer whose broker is away for the first `away` questions."""
+
+    def __init__(self, away: int):
+        self.away = away
+
+    def get_watermark_offsets(self, tp, timeout=None, cached=False):
+        if self.away:
+            self.away -= 1
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+        return 0, 0
+
+
+def test_recovery_asks_again_while_the_broker_is_away_and_gives_up_with_one_line(monkeypatch):
+    from processor.kafka import FatalError  # noqa: PLC0415
+    from processor.state import recovery  # noqa: PLC0415
+    monkeypatch.setattr(recovery.time, "sleep", lambda s: None)
+    assert recovery.recover(store(), Restarting(away=2), "app-counts-changelog", 86_400_000, lambda n: None) == 0
+    monkeypatch.setattr(recovery, "STALL_S", 0.0)
+    with pytest.raises(FatalError, match=r"recovering <store 'counts' partition 0>: cannot read the end"):
+        recovery.recover(store(), Restarting(away=10**9), "app-counts-changelog", 86_400_000, lambda n: None)
