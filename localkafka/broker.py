@@ -26,6 +26,7 @@ from localkafka.procs import HOST, free_port, pid_alive, port_open
 READY_LINE = "Kafka Server started"
 SESSION_TIMEOUT_MS = 3000
 NODES = ("controller", "broker")
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
 class BrokerError(RuntimeError):
@@ -45,14 +46,17 @@ class BrokerSettings:
 class LocalBroker:
     def __init__(self, data_dir: str | Path, port: int | None = None,
                  controller_port: int | None = None, scram_users: dict[str, str] | None = None,
-                 broker_properties: dict[str, str] | None = None):
+                 broker_properties: dict[str, str] | None = None, authorizer: bool = False):
         """`scram_users` (name -> password, set when the data dir is formatted) adds a
         SASL_PLAINTEXT listener with SCRAM-SHA-512 next to the PLAINTEXT one;
-        `broker_properties` are added to (or replace) the broker's settings."""
+        `broker_properties` are added to (or replace) the broker's settings; `authorizer`
+        turns ACLs on (both nodes): the PLAINTEXT listener's clients are super users, and a
+        SCRAM user may do what no ACL denies it."""
         self.data_dir = Path(data_dir).resolve()
         self._asked = (port, controller_port)
         self.scram_users = scram_users or {}
         self.broker_properties = broker_properties or {}
+        self.authorizer = authorizer
         self.ready_seconds: float | None = None
 
     # -- paths and state -------------------------------------------------------------------
@@ -184,6 +188,9 @@ class LocalBroker:
             broker["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;")
             common["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        if self.authorizer:  # the controller decides CreateTopics and CreateAcls in KRaft
+            common.update({"authorizer.class.name": AUTHORIZER, "super.users": "User:ANONYMOUS",
+                           "allow.everyone.if.no.acl.found": "true"})
         for node, props in (("controller", controller), ("broker", broker)):
             text = "".join(f"{k}={v}\n" for k, v in {**common, **props}.items())
             self.properties(node).write_text(text)

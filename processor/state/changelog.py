@@ -16,6 +16,8 @@ from processor.kafka import FatalError, kafka_error
 
 TIMEOUT_S = 30.0
 DEFAULT_DELETE_RETENTION_MS = 86_400_000
+_DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+           KafkaError.POLICY_VIOLATION}
 
 
 def changelog_topic(app_id: str, store: str) -> str:
@@ -28,7 +30,7 @@ def input_partitions(admin: AdminClient, topics: list[str]) -> int:
     counts = {topic: len(metadata[topic].partitions) for topic in topics if topic in metadata}
     missing = [topic for topic in topics if topic not in counts]
     if missing:
-        raise FatalError(f"input topic {missing[0]!r} does not exist")
+        raise FatalError(f"input topic {missing[0]!r} does not exist (or this client may not describe it)")
     if len(set(counts.values())) > 1:
         raise FatalError(f"state needs input topics with the same partition count (co-partitioned), "
                          f"they have {counts}")
@@ -46,7 +48,10 @@ def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
         try:
             future.result(timeout=TIMEOUT_S)
         except KafkaException as exc:
-            raise FatalError(f"cannot create the changelog topic {topic!r}: {kafka_error(exc).str()}") from exc
+            error = kafka_error(exc)
+            hint = (f": create it (cleanup.policy=compact, {partitions} partitions) or let this "
+                    f"client create topics" if error.code() in _DENIED else "")
+            raise FatalError(f"cannot create the changelog topic {topic!r}: {error.str()}{hint}") from exc
     for topic in topics:
         if topic in existing and len(existing[topic].partitions) != partitions:
             raise FatalError(f"changelog topic {topic!r} has {len(existing[topic].partitions)} "

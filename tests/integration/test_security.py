@@ -1,4 +1,5 @@
-"""SASL/SCRAM-SHA-512 against the real broker; a wrong password is a clear, secret-free exit."""
+"""SASL/SCRAM-SHA-512 against the real broker; a wrong password is a clear, secret-free exit, and
+so is a changelog topic the user may not create (ACLs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                   ResourcePatternType, ResourceType)
 
 from examples.orders import make_samples
 from localkafka import LocalBroker
@@ -64,3 +67,40 @@ def test_check_connect_reports_a_refused_login_without_the_secret(scram_broker, 
     assert result.returncode == 2, result
     assert "kafka.bootstrap_servers" in result.stderr
     assert "not-the-password" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def acl_broker(tmp_path_factory):
+    broker = LocalBroker(tmp_path_factory.mktemp("acl-kafka"), scram_users={"svc": PASSWORD},
+                         authorizer=True)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def deny_creating_topics(bootstrap: str, user: str) -> None:
+    """Everything on topics and the cluster but CREATE (an ACL on a resource means no more
+    "allow everyone" there: the rest must be allowed explicitly)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    acls = [AclBinding(kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", operation, permission)
+            for kind, name in ((ResourceType.BROKER, "kafka-cluster"), (ResourceType.TOPIC, "*"))
+            for operation, permission in ((AclOperation.ALL, AclPermissionType.ALLOW),
+                                          (AclOperation.CREATE, AclPermissionType.DENY))]
+    for future in admin.create_acls(acls).values():
+        future.result(timeout=30)
+
+
+def test_a_changelog_topic_it_may_not_create_ends_the_start_in_one_line(acl_broker, tmp_path, processors):
+    p = sasl_pipe(acl_broker, tmp_path, transform="tests.transforms:count_per_key",
+                  input_codec={"key": {"format": "string"}, "value": {"format": "json"}},
+                  output_value={"format": "json"},
+                  state={"dir": str(tmp_path / "state"), "stores": {"counts": {}}})
+    deny_creating_topics(acl_broker.bootstrap, "svc")
+    proc = processors(p.config, "i1", env={"KAFKA_PASSWORD": PASSWORD})
+    assert proc.proc.wait(90) == 1
+    log = proc.log()
+    changelog = f"{p.app_id}-counts-changelog"
+    assert f"cannot create the changelog topic '{changelog}'" in log, log[-3000:]
+    assert "Authorization failed" in log and "create it (cleanup.policy=compact, 2 partitions)" in log
+    assert "Traceback" not in log, log[-3000:]
+    assert changelog not in AdminClient({"bootstrap.servers": acl_broker.bootstrap}).list_topics(timeout=30).topics
