@@ -103,16 +103,26 @@ class TransactionalProducer:
                  reachability: Reachability):
         self.new_producer = new_producer
         self.delivery_errors: list[tuple[KafkaError, str]] = []  # (error, topic)
-        self.producer = self._new()
         self.timeout = call_timeout_s
         self.reachability = reachability
         self.stuck: list[Producer] = []  # replaced producers: destroying one would block too
+        self.producer = self._new()
         self.in_transaction = False
         self.watch: Callable[[ClusterMetadata], None] = lambda metadata: None
 
     def _new(self) -> Producer:
-        # reports only for records that failed: nothing per delivered record on the hot path
-        return self.new_producer({"on_delivery": self._delivered, "delivery.report.only.error": True})
+        """Reports only for records that failed: nothing per delivered record on the hot path.
+        Client errors of a producer replaced since are not ours: the replacement fenced it."""
+        generation = len(self.stuck)
+
+        def on_error(error: KafkaError) -> None:
+            if generation == len(self.stuck):
+                self.reachability.errors(error)
+            else:
+                log.debug("a replaced producer: %s", error.str())
+
+        return self.new_producer({"on_delivery": self._delivered, "delivery.report.only.error": True,
+                                  "error_cb": on_error})
 
     def _delivered(self, error: KafkaError | None, msg: Message) -> None:
         if error is not None:

@@ -156,6 +156,25 @@ def test_a_fatal_producer_error_replaces_the_producer_and_processes_again():
     assert cluster.calls.count("init") == 2  # the replacement fenced the failed one
 
 
+def test_the_fencing_of_a_replaced_producer_by_its_replacement_does_not_end_the_run():
+    cluster, built = FakeCluster(TOPICS), []
+    errors = ClientErrors()
+
+    def new_producer(extra):
+        built.append(FakeProducer(extra, cluster))
+        built[-1].error_cb = extra["error_cb"]
+        return built[-1]
+
+    txp = TransactionalProducer(new_producer, 5.0, Reachability(120.0, errors))
+    txp._replace("stuck")
+    fenced = KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True)
+    built[0].error_cb(fenced)  # librdkafka tells the replaced producer it was fenced
+    errors.check()
+    built[1].error_cb(fenced)  # the producer in use: a newer instance took over
+    with pytest.raises(FatalError, match="fenced by a newer instance"):
+        errors.check()
+
+
 @pytest.mark.parametrize("code", [KafkaError.ILLEGAL_GENERATION, KafkaError.STALE_MEMBER_EPOCH,
                                   KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_MEMBER_EPOCH])
 def test_an_offset_commit_from_a_member_the_group_moved_past_aborts_and_retries(code):
