@@ -126,13 +126,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
              ",".join(config.input.topics), config.output.topic, config.dead_letter.topic,
              config.transactional_id)
     stall_bound = config.kafka.unreachable_timeout_ms / 1000 + WATCHDOG_MARGIN_S
-    def progressed() -> float:
-        return max(engine.progressed, stores.progressed) if stores else engine.progressed
-
     def mark(msg: Message) -> str:
         return transactions.marks.mark(msg, txp.new_producer)
 
-    threading.Thread(target=watch, args=(progressed, stall_bound, hangs, mark),
+    threading.Thread(target=watch, args=(lambda: engine.progressed, stall_bound, hangs, mark),
                      name="watchdog", daemon=True).start()
     began = time.monotonic()
     code = EXIT_OK

@@ -28,6 +28,7 @@ log = logging.getLogger("processor.engine")
 CONSUME_BATCH = 1000
 IDLE_POLL_SECONDS = 0.5
 PROBE_SECONDS = 2.0
+RECOVERY_SLICE_S = 0.5  # of recovery per loop turn while partitions are held back
 STOP_SECONDS = 30.0  # from SIGTERM to exit, Kafka reachable or not (compose grace: 45 s)
 _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
                 KafkaError._RESOLVE}
@@ -89,10 +90,13 @@ class Engine:
 
     def _step(self) -> None:
         self.progressed = self.clock()
+        held = self.tx.held()
+        if held:  # the consumer polls on meanwhile: the group may rebalance, others go on
+            self.pause.release(self.tx.catch_up(RECOVERY_SLICE_S))
         self.pause.resume_if_due(self._assigned_partitions())
         txn = self.tx.open
-        wait = IDLE_POLL_SECONDS if txn is None else min(max(txn.deadline - self.clock(), 0.0),
-                                                         IDLE_POLL_SECONDS)
+        wait = 0.0 if held else IDLE_POLL_SECONDS if txn is None else min(
+            max(txn.deadline - self.clock(), 0.0), IDLE_POLL_SECONDS)
         room = min(self.consume_batch, self.tx.room())
         # what is there already, else the first record to come: consume(room, wait) would hold
         # the records that came back until `room` of them are there or `wait` is over
@@ -195,11 +199,12 @@ class Engine:
             self.reachability.answered()
 
     def _assigned_partitions(self) -> list[TopicPartition]:
-        return [TopicPartition(t, p) for t, p in sorted(self.tx.assigned)]
+        """Those ready for records (none held back)."""
+        return [TopicPartition(t, p) for t, p in sorted(self.tx.assigned - self.tx.held())]
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.tx.on_assign(partitions)
-        self.pause.reapply(partitions)
+        self.pause.reapply(partitions, self.tx.held())
         self.metrics.rebalances.labels("assigned").inc()
         self.ready.set()
         log.info("assigned %s", _names(partitions))

@@ -39,12 +39,20 @@ class Pause:
         self.until = None
         log.info("consumption resumed")
 
-    def reapply(self, partitions: list[TopicPartition]) -> None:
+    def reapply(self, partitions: list[TopicPartition], held: set[tuple[str, int]]) -> None:
         """Called on assignment: a pause covers partitions new to this consumer too (they
-        come unpaused; those it had paused stay so)."""
-        if self.until is not None:
+        come unpaused; those it had paused stay so), and `held` ones (not ready for their
+        records yet) come paused until `release`."""
+        paused = partitions if self.until is not None else [
+            tp for tp in partitions if (tp.topic, tp.partition) in held]
+        if paused:
             if self.incremental:
                 self.consumer.incremental_assign(partitions)
             else:
                 self.consumer.assign(partitions)
-            self.consumer.pause(partitions)
+            self.consumer.pause(paused)
+
+    def release(self, partitions: list[TopicPartition]) -> None:
+        """Held partitions are ready: consume them, unless a pause holds every partition."""
+        if self.until is None:
+            self.consumer.resume(partitions)

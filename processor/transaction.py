@@ -40,7 +40,8 @@ class RetryLaterError(AbortTransaction):
 class Hooks:
     """Told of transaction boundaries, of each record's end (`kept`: it went into the
     transaction; else it was dead-lettered) and of partition changes (`lost`: they may be
-    another member's already); override what you need."""
+    another member's already). Assigned partitions may be `held` back until `catch_up`
+    (work done between polls) says they are ready. Override what you need."""
 
     def begun(self) -> None: ...
     def record_ended(self, kept: bool) -> None: ...
@@ -49,6 +50,8 @@ class Hooks:
     def aborted(self) -> None: ...
     def assigned(self, partitions: list[TopicPartition]) -> None: ...
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None: ...
+    def held(self) -> set[tuple[str, int]]: return set()
+    def catch_up(self, seconds: float) -> list[tuple[str, int]]: return []
 
 
 class Transactions:
@@ -313,6 +316,15 @@ class Transactions:
         self.marks.assigned(partitions)
         for hook in self.hooks:
             hook.assigned(partitions)
+
+    def held(self) -> set[tuple[str, int]]:
+        """Assigned partitions whose records must wait (a hook is not ready for them)."""
+        return set().union(*(hook.held() for hook in self.hooks)) if self.hooks else set()
+
+    def catch_up(self, seconds: float) -> list[TopicPartition]:
+        """Let the hooks work on held partitions; returns those no hook holds any more."""
+        ready = {tp for hook in self.hooks for tp in hook.catch_up(seconds)} - self.held()
+        return [TopicPartition(topic, partition) for topic, partition in sorted(ready)]
 
     def on_revoke(self, partitions: list[TopicPartition], lost: bool = False) -> None:
         """Settle the open transaction before the partitions go: commit it, or abort it if

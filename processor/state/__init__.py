@@ -9,6 +9,7 @@ from confluent_kafka import Consumer
 
 from processor.config import Config
 from processor.kafka import client_settings
+from processor.state.recovery import CONSUMER_SETTINGS
 from processor.state.stores import Stores, UnknownStore
 
 __all__ = ["Stores", "UnknownStore", "build_stores"]
@@ -20,8 +21,7 @@ def build_stores(config: Config, metrics, client_hooks: dict[str, Any]) -> Store
     if not state.stores:
         return None
     settings = {**client_settings(config), **client_hooks, "group.id": f"{config.app_id}.restore",
-                "isolation.level": "read_committed", "enable.auto.commit": False,
-                "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+                **CONSUMER_SETTINGS}
     # an instance's own directory: a restarted instance finds its stores, two never share one
     return Stores(config.app_id, state.dir / config.instance_id, {name: store.ttl_ms for name, store in state.stores.items()},
                   lambda: Consumer(settings), metrics)

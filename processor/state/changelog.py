@@ -49,9 +49,13 @@ def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
             future.result(timeout=TIMEOUT_S)
         except KafkaException as exc:
             error = kafka_error(exc)
+            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another instance starting at the same time made it: checked below
             hint = (f": create it (cleanup.policy=compact, {partitions} partitions) or let this "
                     f"client create topics" if error.code() in _DENIED else "")
             raise FatalError(f"cannot create the changelog topic {topic!r}: {error.str()}{hint}") from exc
+    if new:
+        existing = admin.list_topics(timeout=TIMEOUT_S).topics
     for topic in topics:
         if topic in existing and len(existing[topic].partitions) != partitions:
             raise FatalError(f"changelog topic {topic!r} has {len(existing[topic].partitions)} "

@@ -3,8 +3,9 @@
 Told of the transaction's boundaries and of rebalances (a `Hooks` of transaction.py):
 before a commit, each store partition's changes (the last write of each key) go to its
 changelog partition in the transaction; after it, they are written to the local database;
-an abort drops them. Assigned partitions are recovered from their changelog before their
-first record (`ready` is false meanwhile); revoked ones are checkpointed and closed.
+an abort drops them. Assigned partitions are held back (`held`) while their stores recover
+from their changelogs, a slice at a time in the processing loop (`catch_up`); revoked ones
+are checkpointed and closed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 from processor.kafka import FatalError, kafka_error
 from processor.state.backend import Backend, RocksBackend
 from processor.state.changelog import changelog_topic, ensure_changelogs, input_partitions
-from processor.state.recovery import recover
+from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
 from processor.transaction import Hooks
 
@@ -50,18 +51,19 @@ class Stores(Hooks):
         self.produce: Callable[[str, int, bytes, bytes | None], None] = _unset
         self.new_restorer, self.metrics = new_restorer, metrics
         self.restorer: Consumer | None = None
+        self.recovery: Recovery | None = None
         self.open_backend, self.clock = open_backend, clock
         self.open: dict[tuple[str, int], StorePartition] = {}
         self.inputs: set[tuple[str, int]] = set()  # the input (topic, partition)s assigned
+        self.restoring: dict[int, set[StorePartition]] = {}  # by partition: stores recovering
         self.written: list[StorePartition] = []  # by the record in progress
-        self.recovering = False
-        self.progressed = clock()  # when a recovery last moved on
         self.unsaved: set[StorePartition] = set()  # changed since their last checkpoint
         self.last_checkpoint = clock()
 
     def prepare(self, admin: AdminClient, input_topics: list[str], replication_factor: int) -> None:
         """Create or check the changelog topics (FatalError when they do not fit)."""
         self.restorer = self.new_restorer()
+        self.recovery = Recovery(self.restorer, self.clock)
         try:
             partitions = input_partitions(admin, input_topics)
             self.retention_ms = ensure_changelogs(admin, sorted(self.topics.values()), partitions,
@@ -128,18 +130,37 @@ class Stores(Hooks):
     def assigned_partitions(self) -> set[int]:
         return {partition for _, partition in self.inputs}
 
+    @property
+    def recovering(self) -> bool:
+        return bool(self.restoring)
+
     def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Open the stores of partitions new here; they recover in `catch_up`."""
         before = self.assigned_partitions()
         self.inputs |= {(tp.topic, tp.partition) for tp in partitions}
-        self.recovering = True
-        try:
-            for partition in sorted(self.assigned_partitions() - before):
-                for name in sorted(self.ttls):
-                    self._open(name, partition)
-        finally:
-            self.recovering = False
+        for partition in sorted(self.assigned_partitions() - before):
+            self.restoring[partition] = {self._open(name, partition) for name in sorted(self.ttls)}
 
-    def _open(self, name: str, partition: int) -> None:
+    def held(self) -> set[tuple[str, int]]:
+        return {(topic, partition) for topic, partition in self.inputs if partition in self.restoring}
+
+    def catch_up(self, seconds: float) -> list[tuple[str, int]]:
+        """Recover for about `seconds`; returns the input partitions whose stores are all
+        up to date now."""
+        ready = []
+        for job in self.recovery.step(seconds):
+            store = job.store
+            self.metrics.state_restored.labels(store.name).inc(job.restored)
+            self.open[(store.name, store.partition)] = store
+            waiting = self.restoring[store.partition]
+            waiting.discard(store)
+            if not waiting:
+                del self.restoring[store.partition]
+                ready += [(topic, partition) for topic, partition in self.inputs
+                          if partition == store.partition]
+        return ready
+
+    def _open(self, name: str, partition: int) -> StorePartition:
         path = self.directory / name / str(partition)
         try:
             backend = self.open_backend(path)
@@ -151,16 +172,10 @@ class Stores(Hooks):
             shutil.rmtree(path, ignore_errors=True)
             backend = self.open_backend(path)
         store = StorePartition(name, partition, backend, self.ttls[name], self._record_wrote)
-        gauge = self.metrics.state_recovery_remaining.labels(name, str(partition))
-
-        def remaining(n: int) -> None:
-            gauge.set(n)
-            self.progressed = self.clock()  # the watchdog must not take a recovery for a stall
-
         topic = self.topics[name]
-        restored = recover(store, self.restorer, topic, self.retention_ms[topic], remaining)
-        self.metrics.state_restored.labels(name).inc(restored)
-        self.open[(name, partition)] = store
+        self.recovery.add(store, topic, self.retention_ms[topic],
+                          self.metrics.state_recovery_remaining.labels(name, str(partition)).set)
+        return store
 
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         before = self.assigned_partitions()
@@ -168,11 +183,21 @@ class Stores(Hooks):
         gone = before - self.assigned_partitions()
         self._close([store for (_, partition), store in self.open.items() if partition in gone],
                     checkpoint=not lost)
+        self._drop_recovering(gone)
 
     def close(self, checkpoint: bool) -> None:
         """At exit: checkpoint only after a clean stop (after a fatal error, another
         instance may be writing to the changelogs already)."""
         self._close(list(self.open.values()), checkpoint)
+        self._drop_recovering(set(self.restoring))
+
+    def _drop_recovering(self, partitions: set[int]) -> None:
+        """Recoveries of partitions that went end; each store keeps what it applied."""
+        for partition in partitions & set(self.restoring):
+            stores = self.restoring.pop(partition)
+            self.recovery.drop(list(stores))
+            for store in stores:
+                store.backend.close()
 
     def _close(self, stores: list[StorePartition], checkpoint: bool) -> None:
         """Checkpoint (the open transaction was settled before) and close. Not for lost

@@ -36,7 +36,7 @@ def test_a_pause_covers_partitions_assigned_after_it(kafka_bootstrap, new_topic,
 
     def on_assign(c, partitions):  # all of them (classic) or those added (consumer protocol)
         assignments.append(sorted(tp.partition for tp in partitions))
-        pause.reapply(partitions)
+        pause.reapply(partitions, held=set())
 
     def holds_both() -> bool:
         return sorted(tp.partition for tp in paused.assignment()) == [0, 1]

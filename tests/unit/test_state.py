@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from processor.kafka import FatalError
 from processor.metrics import Metrics
 from processor.state.backend import MemoryBackend, RocksBackend
 from processor.state.codec import MAX_VALUE_BYTES, decode_value, encode_key, encode_value
+from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
 from processor.state.stores import Stores
 from processor.transform import Poison
@@ -115,6 +119,7 @@ def counting_stores(tmp_path: Path) -> Stores:
     stores = Stores("app", tmp_path, {"counts": None}, NoChangelog, Metrics(),
                     open_backend=lambda path: MemoryBackend())
     stores.restorer, stores.retention_ms = NoChangelog(), {"app-counts-changelog": 86_400_000}
+    stores.recovery = Recovery(stores.restorer)
     return stores
 
 
@@ -149,27 +154,9 @@ def test_a_per_key_count_is_exact_through_aborts_and_poison(tmp_path):
 
 
 def test_a_store_the_config_lacks_ends_the_run(tmp_path):
-    from processor.kafka import FatalError  # noqa: PLC0415
     cluster = FakeCluster(TOPICS | {"app-counts-changelog"})
     with pytest.raises(FatalError, match=r"record.state\('cuonts'\): the config declares no such store"):
         run(inputs(1, 3), lambda r: r.state("cuonts").get(r.key), cluster, stores=counting_stores(tmp_path))
-
-
-@pytest.mark.parametrize("checkpoint, expected", [
-    (None, "wiped"), ((5, "now"), "kept"), ((50, "now"), "wiped"), ((5, "old"), "wiped")])
-def test_recovery_starts_at_a_trusted_checkpoint_and_rebuilds_anything_else(checkpoint, expected):
-    from processor.state.recovery import start_offset  # noqa: PLC0415
-    from processor.state.store import wall_ms  # noqa: PLC0415
-    s = store()
-    s.set("a", 1)
-    commit(s)
-    if checkpoint is not None:
-        offset, when = checkpoint
-        s.save_checkpoint(offset)
-        if when == "old":
-            s.backend.data[b"mcheckpoint"] = json.dumps({"offset": offset, "time_ms": wall_ms() - 2_000}).encode()
-    start, wiped = start_offset(s, low=2, high=10, retention_ms=1_000)
-    assert (start, wiped, s.get("a")) == ((5, False, 1) if expected == "kept" else (2, True, None))
 
 
 def test_once_creates_once_per_key_and_tells_duplicates_from_conflicts():
@@ -199,24 +186,32 @@ def test_a_rebuild_skips_lookups_and_expire_drops_the_index_entries_it_left():
     assert [k for k in s.backend.data if k.startswith(b"x")] == [b"x" + (5_000).to_bytes(8, "big") + key]
 
 
-class Restarting:
-    """A restorer whose broker is away for the first `away` questions."""
+class RacingAdmin:
+    """An admin whose changelog topic another instance creates first, between the listing and
+    the creation."""
 
-    def __init__(self, away: int):
-        self.away = away
+    def __init__(self):
+        self.created = False
 
-    def get_watermark_offsets(self, tp, timeout=None, cached=False):
-        if self.away:
-            self.away -= 1
-            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
-        return 0, 0
+    def list_topics(self, timeout=None):
+        partitions = {0: None, 1: None}
+        return SimpleNamespace(topics={"app-counts-changelog": SimpleNamespace(partitions=partitions)}
+                               if self.created else {})
+
+    def create_topics(self, new, operation_timeout=None):
+        self.created = True
+        future = Future()
+        future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_ALREADY_EXISTS)))
+        return {topic.topic: future for topic in new}
+
+    def describe_configs(self, resources):
+        future = Future()
+        future.set_result({"cleanup.policy": SimpleNamespace(value="compact")})
+        return {resources[0]: future}
 
 
-def test_recovery_asks_again_while_the_broker_is_away_and_gives_up_with_one_line(monkeypatch):
-    from processor.kafka import FatalError  # noqa: PLC0415
-    from processor.state import recovery  # noqa: PLC0415
-    monkeypatch.setattr(recovery.time, "sleep", lambda s: None)
-    assert recovery.recover(store(), Restarting(away=2), "app-counts-changelog", 86_400_000, lambda n: None) == 0
-    monkeypatch.setattr(recovery, "STALL_S", 0.0)
-    with pytest.raises(FatalError, match=r"recovering <store 'counts' partition 0>: cannot read the end"):
-        recovery.recover(store(), Restarting(away=10**9), "app-counts-changelog", 86_400_000, lambda n: None)
+def test_a_changelog_topic_another_instance_creates_first_is_checked_not_fatal():
+    from processor.state.changelog import ensure_changelogs  # noqa: PLC0415
+    assert ensure_changelogs(RacingAdmin(), ["app-counts-changelog"], 2, -1) == {"app-counts-changelog": 86_400_000}
+    with pytest.raises(FatalError, match="has 2 partitions, the inputs 3"):
+        ensure_changelogs(RacingAdmin(), ["app-counts-changelog"], 3, -1)
