@@ -7,6 +7,7 @@ partition must find its changes in the changelog partition of the same number.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from confluent_kafka import KafkaError, KafkaException
@@ -14,14 +15,49 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from processor.kafka import FatalError, kafka_error
 
+log = logging.getLogger("processor.state")
+
 TIMEOUT_S = 30.0
+PREPARE_S = 120.0  # Kafka away at start (a broker restarting): ask again this long
 DEFAULT_DELETE_RETENTION_MS = 86_400_000
 _DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
            KafkaError.POLICY_VIOLATION}
+_AWAY = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+         KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER, KafkaError._RESOLVE}
+
+
+class KafkaAway(Exception):
+    """Kafka did not answer (a broker restarting, say): worth asking again."""
+
+
+def away(error: KafkaError) -> bool:
+    return error.retriable() or error.code() in _AWAY
 
 
 def changelog_topic(app_id: str, store: str) -> str:
     return f"{app_id}-{store}-changelog"
+
+
+def prepare_changelogs(admin: AdminClient, input_topics: list[str], topics: list[str],
+                       replication_factor: int) -> dict[str, int]:
+    """`ensure_changelogs` for partitions like the inputs', asked again while Kafka is away
+    (up to `PREPARE_S`); FatalError when they do not fit."""
+    give_up = time.monotonic() + PREPARE_S
+    while True:
+        try:
+            return ensure_changelogs(admin, topics, input_partitions(admin, input_topics),
+                                     replication_factor)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if not away(error):
+                raise FatalError(f"cannot prepare the changelog topics: {error.str()}") from exc
+            why = f"cannot prepare the changelog topics: {error.str()}"
+        except KafkaAway as exc:
+            why = str(exc)
+        if time.monotonic() > give_up:
+            raise FatalError(f"{why} (Kafka did not answer for {PREPARE_S:.0f}s)")
+        log.warning("%s; asking again", why)
+        time.sleep(1.0)  # Kafka is away: pace the questions
 
 
 def input_partitions(admin: AdminClient, topics: list[str]) -> int:
@@ -51,6 +87,8 @@ def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
             error = kafka_error(exc)
             if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # another instance starting at the same time made it: checked below
+            if away(error):
+                raise KafkaAway(f"creating changelog topic {topic!r}: {error.str()}") from exc
             hint = (f": create it (cleanup.policy=compact, {partitions} partitions) or let this "
                     f"client create topics" if error.code() in _DENIED else "")
             raise FatalError(f"cannot create the changelog topic {topic!r}: {error.str()}{hint}") from exc
@@ -80,6 +118,8 @@ def _settings(admin: AdminClient, topic: str) -> dict:
             return next(iter(future.values())).result(timeout=TIMEOUT_S)
         except KafkaException as exc:
             error = kafka_error(exc)
+            if away(error):
+                raise KafkaAway(f"reading the settings of changelog topic {topic!r}: {error.str()}") from exc
             if error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
                 raise FatalError(f"cannot read the settings of changelog topic {topic!r}: "
                                  f"{error.str()}") from exc

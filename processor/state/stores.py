@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from processor.kafka import FatalError, kafka_error
 from processor.state.backend import Backend, RocksBackend
-from processor.state.changelog import changelog_topic, ensure_changelogs, input_partitions
+from processor.state.changelog import changelog_topic, prepare_changelogs
 from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
 from processor.transaction import Hooks
@@ -64,12 +64,8 @@ class Stores(Hooks):
         """Create or check the changelog topics (FatalError when they do not fit)."""
         self.restorer = self.new_restorer()
         self.recovery = Recovery(self.restorer, self.clock)
-        try:
-            partitions = input_partitions(admin, input_topics)
-            self.retention_ms = ensure_changelogs(admin, sorted(self.topics.values()), partitions,
-                                                  replication_factor)
-        except KafkaException as exc:
-            raise FatalError(f"cannot prepare the changelog topics: {kafka_error(exc).str()}") from exc
+        self.retention_ms = prepare_changelogs(admin, input_topics, sorted(self.topics.values()),
+                                               replication_factor)
 
     # -- records ---------------------------------------------------------------------------
     def partition(self, name: str, partition: int) -> StorePartition:

@@ -215,3 +215,28 @@ def test_a_changelog_topic_another_instance_creates_first_is_checked_not_fatal()
     assert ensure_changelogs(RacingAdmin(), ["app-counts-changelog"], 2, -1) == {"app-counts-changelog": 86_400_000}
     with pytest.raises(FatalError, match="has 2 partitions, the inputs 3"):
         ensure_changelogs(RacingAdmin(), ["app-counts-changelog"], 3, -1)
+
+
+class AwayAdmin(RacingAdmin):
+    """Kafka does not answer the first `away` listings (a broker restarting)."""
+
+    def __init__(self, away: int):
+        super().__init__()
+        self.away, self.created = away, True
+
+    def list_topics(self, timeout=None):
+        if self.away:
+            self.away -= 1
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        topics = super().list_topics(timeout).topics
+        return SimpleNamespace(topics={**topics, "in": topics["app-counts-changelog"]})
+
+
+def test_changelogs_are_prepared_once_kafka_answers_and_not_for_ever(monkeypatch):
+    from processor.state import changelog  # noqa: PLC0415
+    monkeypatch.setattr(changelog.time, "sleep", lambda s: None)
+    assert changelog.prepare_changelogs(AwayAdmin(3), ["in"], ["app-counts-changelog"], -1) == {
+        "app-counts-changelog": 86_400_000}
+    monkeypatch.setattr(changelog, "PREPARE_S", 0.0)
+    with pytest.raises(FatalError, match="cannot prepare the changelog topics: .*did not answer for 0s"):
+        changelog.prepare_changelogs(AwayAdmin(10**9), ["in"], ["app-counts-changelog"], -1)
