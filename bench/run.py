@@ -82,11 +82,11 @@ def contenders(bootstrap: str, workdir: Path, quix_python: Path | None) -> dict:
 
 
 def java_classes(workdir: Path) -> Path:
-    """Compile bench/java/PassThrough.java against the Kafka jars the local broker uses."""
+    """Compile bench/java/*.java against the Kafka jars the local broker uses."""
     classes = workdir / "classes"
     if not classes.exists():
         subprocess.run(["javac", "-d", str(classes), "-cp", f"{ensure_jars()}/*",
-                        str(ROOT / "bench" / "java" / "PassThrough.java")], check=True)
+                        *map(str, sorted((ROOT / "bench" / "java").glob("*.java")))], check=True)
     return classes
 
 

@@ -86,7 +86,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, config.logging.format, config.app_id, config.secrets())
-    consumer = Consumer({**consumer_settings(config), **hooks})
+    def new_consumer() -> Consumer:
+        return Consumer({**consumer_settings(config), **hooks})
+
+    consumer = new_consumer()
     p = config.processing
     txp = TransactionalProducer(lambda extra: Producer({**producer_settings(config), **hooks, **extra}),
                                 call_timeout_s=p.transaction_timeout_ms / 2000,
@@ -105,7 +108,7 @@ def run(config_path: str, stopping: threading.Event) -> int:
     engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
                     seconds_until_probe=REGISTRY.seconds_until_probe,
-                    incremental=incremental_assignment(config))
+                    incremental=incremental_assignment(config), new_consumer=new_consumer)
     threading.Thread(target=_on_stop_request, args=(stopping, txp.reachability), daemon=True).start()
     hangs = HangWatch(pipeline.fill.__code__, pipeline.record_deadline_s)
 

@@ -17,8 +17,8 @@ from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from processor.kafka import (FENCED_BY, NO_CONSUMER_PROTOCOL, FatalError, is_fatal, is_fenced, kafka_error,
-                             lacks_consumer_protocol)
+from processor.kafka import (FENCED_BY, NO_CONSUMER_PROTOCOL, FatalError, MemberFenced, is_fatal, is_fenced,
+                             is_member_fenced, kafka_error, lacks_consumer_protocol)
 from processor.pausing import Pause
 from processor.pipeline import Outcome, Pipeline, TransformExit
 from processor.transaction import RetryLaterError, Transactions
@@ -30,6 +30,7 @@ IDLE_POLL_SECONDS = 0.5
 PROBE_SECONDS = 2.0
 RECOVERY_SLICE_S = 0.5  # of recovery per loop turn while partitions are held back
 STOP_SECONDS = 30.0  # from SIGTERM to exit, Kafka reachable or not (compose grace: 45 s)
+REJOINS, REJOIN_WINDOW_S = 3, 600.0  # a static member fenced more often than this: give up
 _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
                 KafkaError._RESOLVE}
 
@@ -38,8 +39,11 @@ class Engine:
     def __init__(self, consumer: Consumer, transactions: Transactions, pipeline: Pipeline, *,
                  topics: list[str], concurrency: int = 1, retry_backoff_s: float = 1.0,
                  seconds_until_probe: Callable[[], float] = lambda: 0.0,
-                 incremental: bool = False, clock: Callable[[], float] = time.monotonic):
+                 incremental: bool = False, new_consumer: Callable[[], Consumer] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.consumer, self.tx, self.pipeline = consumer, transactions, pipeline
+        self.new_consumer = new_consumer  # a consumer like `consumer`, for a fenced static member
+        self.rejoined: list[float] = []
         self.txp = transactions.txp
         self.reachability = self.txp.reachability
         self.topics = topics
@@ -63,7 +67,10 @@ class Engine:
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
             while not stopping.is_set():
-                self._step()
+                try:
+                    self._step()
+                except MemberFenced as fenced:
+                    self._rejoin(fenced)
             log.info("stop requested: finishing the open transaction (giving up after %.0fs)",
                      STOP_SECONDS)
             self.tx.commit_or_abort()
@@ -103,6 +110,7 @@ class Engine:
         messages = self.consumer.consume(room, 0) or self.consumer.consume(1, wait)
         self._raise_callback_error()
         self.reachability.errors.check()
+        self.reachability.errors.check_member()
         if messages:
             self.reachability.answered()
         elif self.reachability.probe_due(PROBE_SECONDS):
@@ -179,6 +187,8 @@ class Engine:
 
     # -- consumer events -------------------------------------------------------------------
     def _consumer_error(self, error: KafkaError) -> None:
+        if is_member_fenced(error):
+            raise MemberFenced(f"{FENCED_BY}: {error.str()}")
         if is_fenced(error):
             raise FatalError(f"{FENCED_BY}: {error.str()}")
         if lacks_consumer_protocol(error):
@@ -188,6 +198,34 @@ class Engine:
         if error.code() in _UNREACHABLE:
             self.reachability.failed(f"consumer: {error.str()}")
         log.warning("consumer: %s", error.str())
+
+    def _rejoin(self, fenced: MemberFenced) -> None:
+        """A new consumer in place of a static member the broker fenced. A newer instance
+        with this instance_id fenced the producer before it joined the group (transactions
+        are initialised first), so the next commit ends this run then; a broker that fenced
+        the member after its session timed out while the broker restarted gets it back.
+        Fenced more than REJOINS times in REJOIN_WINDOW_S: the run ends."""
+        now = self.clock()
+        self.rejoined = [t for t in self.rejoined if now - t < REJOIN_WINDOW_S]
+        if self.new_consumer is None or len(self.rejoined) >= REJOINS:
+            raise FatalError(str(fenced))
+        self.rejoined.append(now)
+        log.warning("%s; joining the group again with a new consumer", fenced)
+        self._on_lost(self.consumer, [TopicPartition(t, p) for t, p in sorted(self.tx.assigned)])
+        self._raise_callback_error()
+        self.tx.abort()  # whatever was open, its partitions are gone
+        _bounded(self._close_fenced, STOP_SECONDS)
+        self.reachability.errors.member_fenced = None  # what the fenced one said while closing
+        self.consumer = self.pause.consumer = self.new_consumer()
+        self.tx.use_consumer(self.consumer)
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _close_fenced(self) -> None:
+        try:
+            self.consumer.close()
+        except KafkaException as exc:  # a fenced consumer's close may say so again
+            log.debug("closing the fenced consumer: %s", kafka_error(exc).str())
 
     def _probe(self) -> None:
         """While Kafka seems away and no records flow, ask for metadata to learn it is back."""

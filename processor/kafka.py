@@ -29,15 +29,25 @@ _DENIED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
            KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._SSL}
 
 
+class MemberFenced(FatalError):
+    """The broker fenced this consumer's static group membership (its group.instance.id):
+    a newer instance took over, or the broker fenced the member itself after its session
+    timed out while the broker restarted (librdkafka makes both fatal)."""
+
+
 class ClientErrors:
     """librdkafka's client-wide errors (its `error_cb`). librdkafka retries a refused login
-    forever; here a refused login, a denied authorization or a fatal error ends the process."""
+    forever; here a refused login, a denied authorization or a fatal error ends the process;
+    a fenced static member is told apart (`check_member`: the engine decides)."""
 
     def __init__(self) -> None:
         self.fatal: str | None = None
+        self.member_fenced: str | None = None
 
     def __call__(self, error: KafkaError) -> None:
-        if lacks_consumer_protocol(error):
+        if is_member_fenced(error):
+            self.member_fenced = self.member_fenced or f"{FENCED_BY}: {error.str()}"
+        elif lacks_consumer_protocol(error):
             self.fatal = self.fatal or NO_CONSUMER_PROTOCOL
         elif is_fatal(error) or error.code() in _DENIED:
             self.fatal = self.fatal or (f"{FENCED_BY}: {error.str()}" if is_fenced(error)
@@ -46,6 +56,11 @@ class ClientErrors:
     def check(self) -> None:
         if self.fatal is not None:
             raise FatalError(self.fatal)
+
+    def check_member(self) -> None:
+        if self.member_fenced is not None:
+            fenced, self.member_fenced = self.member_fenced, None
+            raise MemberFenced(fenced)
 
 
 def client_settings(config: Config) -> dict[str, Any]:
@@ -128,9 +143,12 @@ def is_fatal(error: KafkaError) -> bool:
 
 
 def is_fenced(error: KafkaError) -> bool:
+    return error.code() in _FENCED_CODES or is_member_fenced(error)
+
+
+def is_member_fenced(error: KafkaError) -> bool:
     # a consumer's fatal error hides its code behind `_FATAL`: only its text names it
-    return error.code() in _FENCED_CODES or (
-        error.code() == KafkaError._FATAL and "fenced by other consumer" in error.str())
+    return error.code() == KafkaError._FATAL and "fenced by other consumer" in error.str()
 
 
 # for clients built only to ask something (check, preflight): their log lines are not the run's

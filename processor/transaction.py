@@ -317,6 +317,10 @@ class Transactions:
         for hook in self.hooks:
             hook.assigned(partitions)
 
+    def use_consumer(self, consumer: Consumer) -> None:
+        """From now on `consumer` (a new one in place of a fenced one) holds the partitions."""
+        self.consumer = self.topics.consumer = self.marks.consumer = consumer
+
     def held(self) -> set[tuple[str, int]]:
         """Assigned partitions whose records must wait (a hook is not ready for them)."""
         return set().union(*(hook.held() for hook in self.hooks)) if self.hooks else set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import SimpleNamespace
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from tests.messages import message
 
@@ -39,6 +39,8 @@ class FakeConsumer:
 
     def consume(self, n: int, timeout: float):
         self.on_consume()
+        if self.cluster.faults.get("consume") and sum(self.position.values()) >= self.cluster.consume_faults_after:
+            return [Message(error=self.cluster.faults["consume"].pop(0).args[0])]  # as librdkafka tells
         if not self.assigned:
             self.assigned = True
             self.callbacks["assign"](self, self.partitions())
@@ -151,13 +153,14 @@ class FakeCluster:
     """What committed transactions left: outputs by topic and offsets; and the faults to inject."""
 
     def __init__(self, topics: set[str], refuse=lambda topic, value: None, too_big: int = 10**9):
-        self.topics, self.refuse, self.too_big = topics, refuse, too_big
+        self.topics, self.refuse, self.too_big = set(topics), refuse, too_big
         self.outputs: dict[str, list] = {}
         self.offsets: dict = {}  # committed offset by (topic, partition)
         self.metadata: dict = {}  # and its metadata
         self.commits = 0
         self.calls: list[str] = []
         self.faults: dict[str, list[KafkaException]] = {}  # call name -> errors to raise, in turn
+        self.consume_faults_after = 0  # records consumed before a "consume" fault comes
 
     def raise_if(self, call: str) -> None:
         if self.faults.get(call):

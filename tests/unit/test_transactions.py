@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from processor.codecs import BytesCodec
 from processor.engine import Engine
-from processor.kafka import ClientErrors, FatalError, is_fatal, is_fenced
+from processor.kafka import ClientErrors, FatalError, MemberFenced, is_fatal, is_fenced
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
 from processor.refusals import Refusals
@@ -30,31 +30,35 @@ def inputs(partitions: int = 3, per_partition: int = 40, value=lambda p, i: b"v%
 
 
 def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
-        on_consume=None, seconds: float = 8.0, stores=None):
+        on_consume=None, seconds: float = 8.0, stores=None, commit_interval_s: float = 0.005):
     """Run the engine until every input offset is committed (or `seconds` pass)."""
-    consumer = FakeConsumer(records, cluster)
+    stopping = threading.Event()
+    ends = {tp: len(log) for tp, log in records.items()}
+    deadline = time.monotonic() + seconds
+
+    def watch():
+        if on_consume is not None:
+            on_consume(engine.consumer)
+        if cluster.offsets == ends or time.monotonic() > deadline:
+            stopping.set()
+
+    def new_consumer():
+        fresh = FakeConsumer(records, cluster)  # from the committed offsets on
+        fresh.on_consume = watch
+        return fresh
+
+    consumer = new_consumer()
     txp = TransactionalProducer(lambda extra: FakeProducer(extra, cluster), 5.0,
                                 Reachability(120.0, ClientErrors()))
     metrics = Metrics()
     tx = Transactions(consumer, txp, input_topics=["in"], output_topic="out", dead_letter_topic="dlq",
-                      app_id="app", commit_interval_s=0.005, max_batch_records=max_batch,
+                      app_id="app", commit_interval_s=commit_interval_s, max_batch_records=max_batch,
                       stacktrace_max_bytes=8192, metrics=metrics, hooks=[stores] if stores else [])
     if stores:
         stores.produce = tx.produce_to
     pipeline = Pipeline("app", transform, BytesCodec(), BytesCodec(), "out", BytesCodec(),
                         BytesCodec(), True, stores=stores)
-    engine = Engine(consumer, tx, pipeline, topics=["in"])
-    stopping = threading.Event()
-    ends = {tp: len(log) for tp, log in consumer.logs.items()}
-    deadline = time.monotonic() + seconds
-
-    def watch():
-        if on_consume is not None:
-            on_consume(consumer)
-        if cluster.offsets == ends or time.monotonic() > deadline:
-            stopping.set()
-
-    consumer.on_consume = watch
+    engine = Engine(consumer, tx, pipeline, topics=["in"], new_consumer=new_consumer)
     engine.run(stopping)
     assert cluster.offsets == ends, "not every input was committed"
     return tx, metrics
@@ -250,13 +254,33 @@ def test_refusals_halve_to_the_culprit_and_widen_after_commits():
     assert refusals.limit(100_000) == 100_000 and not refusals.suspect
 
 
+MEMBER_FENCED = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
+                                             "consumer with same group.instance.id")
+
+
+def test_a_fenced_static_member_joins_again_with_a_new_consumer_and_nothing_doubles():
+    cluster, records = FakeCluster(TOPICS), inputs()
+    cluster.faults["consume"] = [KafkaException(MEMBER_FENCED)] * 2
+    cluster.consume_faults_after = 50  # with a transaction open: it must not commit
+    run(records, lambda r: r.value, cluster, commit_interval_s=0.5)
+    assert values(cluster, "out") == every_value(records)
+    assert is_fatal(MEMBER_FENCED) and is_fenced(MEMBER_FENCED)
+
+
+def test_a_static_member_fenced_again_and_again_ends_the_run():
+    cluster, records = FakeCluster(TOPICS), inputs()
+    cluster.faults["consume"] = [KafkaException(MEMBER_FENCED)] * 4
+    with pytest.raises(FatalError, match="fenced by a newer instance") as raised:
+        run(records, lambda r: r.value, cluster)
+    assert not isinstance(raised.value, MemberFenced) and cluster.faults["consume"] == []
+
+
 def test_a_consumer_fenced_as_a_static_member_is_told_apart():
-    fenced = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "
-                                           "consumer with same group.instance.id")
-    assert is_fatal(fenced) and is_fenced(fenced)
     errors = ClientErrors()
-    errors(fenced)
-    with pytest.raises(FatalError, match="^fenced by a newer instance with the same instance_id: "):
-        errors.check()
+    errors(MEMBER_FENCED)
+    errors.check()  # not a fatal error of the process: the engine decides
+    with pytest.raises(MemberFenced, match="^fenced by a newer instance with the same instance_id: "):
+        errors.check_member()
+    errors.check_member()  # told once
     other = KafkaError(KafkaError._FATAL, "Fatal error: something else")
     assert is_fatal(other) and not is_fenced(other)
