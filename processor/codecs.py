@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.validation import ValidationError, validate
 
+from processor import jsontext
 from processor.config import CodecConfig
 
 CONFLUENT_MAGIC = 0
@@ -62,13 +63,10 @@ class StringCodec:
 
 class JsonCodec:
     def decode(self, data: bytes | None) -> Any:
-        return None if data is None else json.loads(data)
+        return None if data is None else jsontext.loads(data)
 
     def encode(self, value: Any) -> bytes | None:
-        if value is None:
-            return None
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        return None if value is None else jsontext.dumps(value)
 
 
 class AvroCodec:

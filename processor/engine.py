@@ -125,8 +125,7 @@ class Engine:
             deadline = self.clock() + self.pipeline.record_deadline_s
             outcomes = self.executor.map(partial(self._process, deadline=deadline), records)
             fill = partial(self._fill_outcomes, outcomes)
-        elif self.tx.refusals.culprits or self.tx.marks.hangs or self.tx.hooks:
-            # records to dead-letter may be there, or hooks want to hear of each record
+        elif self.tx.refusals.culprits or self.tx.marks.hangs:  # records to dead-letter may be there
             fill = partial(self._fill_outcomes, map(self._process, records))
         else:  # the hot path, one record at a time, so commits fall between records
             fill = self._fill

@@ -89,7 +89,7 @@ class Pipeline:
         def collect(topic, value, key, headers=None):
             collected.append((topic, value, key, headers))
 
-        _, outcome = self.fill([msg], 0, collect, math.inf, deadline)
+        _, outcome = self.fill([msg], 0, collect, math.inf, deadline, keep=False)
         return Outputs(collected) if outcome is None else outcome
 
     def _compile(self, transform: Transform, decode_key, decode_value, raw_value_out: bool,
@@ -102,17 +102,21 @@ class Pipeline:
         record_of = Record.of_app(self.app_id, self.stores)
         encode_key, encode_value, reuse_input_key = self.encode_key, self.encode_value, self.reuse_input_key
         outputs_of, encode = self._outputs, self._encode
+        kept = self.stores.record_ended if self.stores is not None else None
         raw_in = decode_key is None and decode_value is None
         raw_out = raw_value_out and reuse_input_key  # bytes from the transform go out as they are
         check_every = 1 if uses_deadlines else CHECK_EVERY
 
         def fill(records: list[Message], start: int, produce: Callable, txn_deadline: float,
-                 record_deadline: float | None = None) -> tuple[int, Outcome | None]:
+                 record_deadline: float | None = None, keep: bool = True) -> tuple[int, Outcome | None]:
             """Produce the outputs of records[start:] until one needs more than a produce
             call (none or several outputs, a failure, a full queue) or `txn_deadline` passes.
             Returns the index of the first record not done and, if it stopped on a record,
             that record's outcome for the caller to finish. A record's calls and retries are
-            bounded by `record_deadline`, by default `record_deadline_s` from its start."""
+            bounded by `record_deadline`, by default `record_deadline_s` from its start. The
+            store writes of a record produced here are kept with the transaction (`keep`:
+            else the caller decides when it routes the outputs)."""
+            keeps = kept is not None and keep
             i, check_at, checked = start, start + 1, clock()
             for msg in records[start:] if start else records:
                 raw_key = msg.key()
@@ -164,6 +168,8 @@ class Pipeline:
                     return i, Outputs([(output_topic, value_out, key_out, headers)])
                 except KafkaException as exc:  # refused before sending: deterministic for this record
                     return i, Failure("produce", exc)
+                if keeps:
+                    kept(True)
                 i += 1
                 if i >= check_at:
                     now = clock()

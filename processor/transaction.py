@@ -39,9 +39,10 @@ class RetryLaterError(AbortTransaction):
 
 class Hooks:
     """Told of transaction boundaries, of each record's end (`kept`: it went into the
-    transaction; else it was dead-lettered) and of partition changes (`lost`: they may be
-    another member's already). Assigned partitions may be `held` back until `catch_up`
-    (work done between polls) says they are ready. Override what you need."""
+    transaction; else it was dead-lettered; the pipeline tells its stores itself of the
+    records it produced) and of partition changes (`lost`: they may be another member's
+    already). Assigned partitions may be `held` back until `catch_up` (work done between
+    polls) says they are ready. Override what you need."""
 
     def begun(self) -> None: ...
     def record_ended(self, kept: bool) -> None: ...

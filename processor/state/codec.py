@@ -7,8 +7,9 @@ migration), a tag, and its bytes or its JSON.
 
 from __future__ import annotations
 
-import json
 import struct
+
+from processor import jsontext
 
 Key = str | bytes | int
 _EXPIRY = struct.Struct(">q")
@@ -33,8 +34,7 @@ def encode_value(value, expires_at_ms: int) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         data = _EXPIRY.pack(expires_at_ms) + b"b" + bytes(value)
     else:
-        data = _EXPIRY.pack(expires_at_ms) + b"j" + json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        data = _EXPIRY.pack(expires_at_ms) + b"j" + jsontext.dumps(value)
     if len(data) > MAX_VALUE_BYTES:
         raise ValueError(f"a store value may take at most {MAX_VALUE_BYTES} bytes encoded, "
                          f"this one takes {len(data)}")
@@ -47,4 +47,4 @@ def expiry(data: bytes) -> int:
 
 def decode_value(data: bytes):
     tag, raw = data[8:9], data[9:]
-    return raw if tag == b"b" else json.loads(raw)
+    return raw if tag == b"b" else jsontext.loads(raw)

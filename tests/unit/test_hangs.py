@@ -95,7 +95,7 @@ def test_the_watch_names_the_record_and_stage_a_thread_is_stuck_in(where, monkey
         return {}
 
     if where == "deserialize":
-        monkeypatch.setattr(codecs, "json", SimpleNamespace(loads=wait))
+        monkeypatch.setattr(codecs, "jsontext", SimpleNamespace(loads=wait))
     pipeline = Pipeline("app", (lambda r: wait()) if where == "transform" else (lambda r: r.value),
                         BytesCodec(), JsonCodec(), "out", BytesCodec(), JsonCodec(), True)
     now = [100.0]
