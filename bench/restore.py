@@ -24,7 +24,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from localkafka import LocalBroker
+from bench.run import local_broker
 from localkafka.clients import create_topics, produce, unique_name
 from processor.state.backend import RocksBackend
 from processor.state.codec import NEVER, encode_key, encode_value
@@ -98,10 +98,7 @@ def main() -> int:
     if args.child:
         child(*args.child)
         return 0
-    workdir = Path(tempfile.mkdtemp(prefix="bench-restore-"))
-    broker = LocalBroker(workdir / "kafka")
-    bootstrap = broker.start()
-    try:
+    with local_broker("bench-restore-") as (workdir, bootstrap):
         topic = fill(bootstrap, args.changes, args.keys)
         rounds: dict[str, list[dict]] = {"read": [], "restore": []}
         for _ in range(args.rounds):
@@ -109,8 +106,6 @@ def main() -> int:
                 result = run_child(side, bootstrap, topic, workdir)
                 assert result["changes"] == args.changes, result
                 rounds[side].append(result)
-    finally:
-        broker.stop()
     rate = {side: statistics.median(r["changes"] / r["seconds"] for r in results)
             for side, results in rounds.items()}
     ratios = [r["changes"] / r["seconds"] / (b["changes"] / b["seconds"])

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -150,6 +152,40 @@ def run_one(bootstrap: str, command, source: str, workdir: Path) -> float:
     return total / (ended - began[0])
 
 
+@contextmanager
+def local_broker(prefix: str) -> Iterator[tuple[Path, str]]:
+    """A broker of its own in a new work dir: (work dir, bootstrap). The dir goes after a
+    run (gigabytes of broker data) and stays, with the contenders' logs, after a failure."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = LocalBroker(workdir / "kafka")
+    try:
+        yield workdir, broker.start()
+    except BaseException:
+        print(f"the broker's data and the contenders' logs are kept in {workdir}", file=sys.stderr)
+        raise
+    finally:
+        broker.stop()
+    shutil.rmtree(workdir)
+
+
+def alternate(bootstrap: str, contenders: dict, rounds: int, workdir: Path,
+              source_of) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each contender's rate per round (in turn, the order reversed every other round) and
+    its ratio to the naive transactional loop's rate of the same round."""
+    runs: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    names = list(contenders)
+    for round_no in range(rounds):
+        rates = {}
+        for name in names if round_no % 2 == 0 else names[::-1]:
+            rates[name] = run_one(bootstrap, contenders[name], source_of(name), workdir)
+            print(f"round {round_no + 1}: {name:24s} {rates[name]:10,.0f} records/s", flush=True)
+        for name, rate in rates.items():
+            runs.setdefault(name, []).append(rate)
+            ratios.setdefault(name, []).append(rate / rates["naive-txn"])
+    return runs, ratios
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300_000)
@@ -161,28 +197,15 @@ def main() -> int:
                         help="a Python with quixstreams installed (scripts/bench makes one)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    broker = LocalBroker(workdir / "kafka")
-    bootstrap = broker.start()
-    try:
+    with local_broker("bench-") as (workdir, bootstrap):
         samples = make_samples(args.records, poison_per_kind=0.0, seed=99)
         create_topics(bootstrap, ["bench-avro", "bench-bytes"], PARTITIONS)
         produce(bootstrap, "bench-avro", [(s.key, s.value) for s in samples])
         produce(bootstrap, "bench-bytes", [(s.key, s.value.ljust(200, b"x")) for s in samples])
-        runs: dict[str, list[float]] = {}
-        ratios: dict[str, list[float]] = {}
         found = contenders(bootstrap, workdir, args.quix_python)
         names = [n for n in found if not args.only or n in args.only or n == "naive-txn"]
-        for round_no in range(args.rounds):
-            order = names if round_no % 2 == 0 else names[::-1]
-            rates = {}
-            for name in order:
-                source = "bench-avro" if name.endswith("avro") else "bench-bytes"
-                rates[name] = run_one(bootstrap, found[name], source, workdir)
-                print(f"round {round_no + 1}: {name:22s} {rates[name]:10,.0f} records/s", flush=True)
-            for name, rate in rates.items():
-                runs.setdefault(name, []).append(rate)
-                ratios.setdefault(name, []).append(rate / rates["naive-txn"])
+        runs, ratios = alternate(bootstrap, {n: found[n] for n in names}, args.rounds, workdir,
+                                 source_of=lambda n: "bench-avro" if n.endswith("avro") else "bench-bytes")
         latency = {}
         for name in names if args.latency_rate else []:
             if name == "kafka-copier-eos":  # it copies what the input held when it started
@@ -212,12 +235,6 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         print(f"\nwritten to {args.json}")
-    except BaseException:
-        print(f"the broker's data and the contenders' logs are kept in {workdir}", file=sys.stderr)
-        raise
-    finally:
-        broker.stop()
-    shutil.rmtree(workdir)  # gigabytes of broker data per run
     return 0
 
 

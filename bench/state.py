@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from bench.run import PARTITIONS, ROOT, java_classes, run_one
-from localkafka import LocalBroker, ensure_jars
+from bench.run import PARTITIONS, ROOT, alternate, java_classes, local_broker
+from localkafka import ensure_jars
 from localkafka.clients import create_topics, produce
 
 KEYS = 1_000
@@ -72,10 +70,7 @@ def main() -> int:
     parser.add_argument("--quix-python", type=Path, default=ROOT / ".venv-quix" / "bin" / "python")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "state.json")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-state-"))
-    broker = LocalBroker(workdir / "kafka")
-    bootstrap = broker.start()
-    try:
+    with local_broker("bench-state-") as (workdir, bootstrap):
         create_topics(bootstrap, ["bench-count"], PARTITIONS)
         rng = random.Random(99)
         produce(bootstrap, "bench-count", (
@@ -83,16 +78,8 @@ def main() -> int:
             for i, key in enumerate(rng.randrange(KEYS) for _ in range(args.records))))
         found = contenders(bootstrap, workdir, args.quix_python)
         names = [n for n in found if not args.only or n in args.only or n == "naive-txn"]
-        runs: dict[str, list[float]] = {}
-        ratios: dict[str, list[float]] = {}
-        for round_no in range(args.rounds):
-            rates = {}
-            for name in names if round_no % 2 == 0 else names[::-1]:
-                rates[name] = run_one(bootstrap, found[name], "bench-count", workdir)
-                print(f"round {round_no + 1}: {name:24s} {rates[name]:10,.0f} records/s", flush=True)
-            for name, rate in rates.items():
-                runs.setdefault(name, []).append(rate)
-                ratios.setdefault(name, []).append(rate / rates["naive-txn"])
+        runs, ratios = alternate(bootstrap, {n: found[n] for n in names}, args.rounds, workdir,
+                                 source_of=lambda n: "bench-count")
         results = {n: {"records_per_s": statistics.median(runs[n]),
                        "ratio_to_naive_txn": statistics.median(ratios[n]),
                        "ratios_by_round": [round(x, 3) for x in ratios[n]]} for n in names}
@@ -103,12 +90,6 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"records": args.records, "keys": KEYS, "partitions": PARTITIONS,
                                          "rounds": args.rounds, "results": results}, indent=2))
-    except BaseException:
-        print(f"the broker's data and the contenders' logs are kept in {workdir}", file=sys.stderr)
-        raise
-    finally:
-        broker.stop()
-    shutil.rmtree(workdir)
     return 0
 
 

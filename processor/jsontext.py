@@ -10,18 +10,19 @@ Those cases go to `json` instead, so every value reads and writes as `json` woul
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_NUMBER = re.compile(rb"\d{20}")  # may not fit in 64 bits: orjson would round it
+# digits to "9", all else to " ": 20 nines in a row are a number that may not fit in 64 bits
+_DIGITS = bytes(0x39 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_NUMBER = b"9" * 20
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS \
     | orjson.OPT_PASSTHROUGH_SUBCLASS  # what `json` refuses, orjson must refuse too
 
 
 def loads(data: bytes) -> Any:
-    if _LONG_NUMBER.search(data) is None:
+    if _LONG_NUMBER not in data.translate(_DIGITS):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -35,7 +36,24 @@ def dumps(value: Any) -> bytes:
         data = orjson.dumps(value, option=_OPTIONS)
     except TypeError:  # an integer beyond 64 bits, a subclass: `json` decides
         data = None
-    if data is None or b"null" in data:  # a null may be a NaN or an infinity orjson let by
+    if data is None or (b"null" in data and _not_finite(value)):  # orjson wrote NaN as null
         data = json.dumps(value, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
     return data
+
+
+def _not_finite(value: Any) -> bool:
+    """Whether a NaN or an infinity is in `value`, keys included (a loop: no call per item)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if item - item != 0.0:  # NaN - NaN and inf - inf are NaN
+                return True
+        elif kind is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+    return False

@@ -31,13 +31,14 @@ def test_refuses_what_json_refuses(text):
 
 
 @pytest.mark.parametrize("value", [
-    {"a": 1, "b": [1.5, None, True], "c": "é"}, 2**70, {1: 2, None: 3}, (1, 2), Level.HIGH, "x" * 3])
+    {"a": 1, "b": [1.5, None, True], "c": "é"}, {"a": None, 1.5: [None]}, 2**70, {1: 2, None: 3}, (1, 2), Level.HIGH, "x" * 3])
 def test_writes_what_json_writes(value):
     expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     assert json.loads(jsontext.dumps(value)) == json.loads(expected)
 
 
-@pytest.mark.parametrize("value", [math.nan, {"x": [math.inf]}, datetime(2026, 1, 1), object(), {1, 2}])
+@pytest.mark.parametrize("value", [math.nan, {"x": [math.inf], "y": None}, {math.nan: 1}, (None, -math.inf),
+                                   datetime(2026, 1, 1), object(), {1, 2}])
 def test_refuses_what_json_refuses_to_write(value):
     with pytest.raises((TypeError, ValueError)):
         jsontext.dumps(value)
