@@ -120,9 +120,10 @@ class Watch:
         self.consumer.close()
 
 
-def run_one(bootstrap: str, command, source: str, workdir: Path) -> float:
+def run_one(bootstrap: str, command, source: str, workdir: Path) -> tuple[float, float]:
     """Records/s from the contender's first output record to its last committed input:
-    start-up and group join are left out, so a JVM is not charged for its warm-up."""
+    start-up and group join are left out, so a JVM is not charged for its warm-up; and the
+    contender's peak RSS in MB."""
     target, group = unique_name("bench-out"), unique_name("bench-group")
     create_topics(bootstrap, [target, target + "-dlq"], PARTITIONS)
     total = sum(end_offsets(bootstrap, source).values())
@@ -145,11 +146,19 @@ def run_one(bootstrap: str, command, source: str, workdir: Path) -> float:
     try:
         wait_for(finished, 900, f"{group} finishing", interval=0.02)
         ended = time.monotonic()
+        peak_mb = peak_rss_mb(proc.pid)
     finally:
         proc.kill()
         proc.wait()
         watch.close()
-    return total / (ended - began[0])
+    return total / (ended - began[0]), peak_mb
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 @contextmanager
@@ -169,16 +178,20 @@ def local_broker(prefix: str) -> Iterator[tuple[Path, str]]:
 
 
 def alternate(bootstrap: str, contenders: dict, rounds: int, workdir: Path,
-              source_of) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+              source_of, peaks: dict[str, float] | None = None
+              ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Each contender's rate per round (in turn, the order reversed every other round) and
-    its ratio to the naive transactional loop's rate of the same round."""
+    its ratio to the naive transactional loop's rate of the same round; `peaks` gets each
+    one's highest peak RSS (MB)."""
     runs: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
+    peaks = {} if peaks is None else peaks
     names = list(contenders)
     for round_no in range(rounds):
         rates = {}
         for name in names if round_no % 2 == 0 else names[::-1]:
-            rates[name] = run_one(bootstrap, contenders[name], source_of(name), workdir)
+            rates[name], peak = run_one(bootstrap, contenders[name], source_of(name), workdir)
+            peaks[name] = max(peaks.get(name, 0.0), peak)
             print(f"round {round_no + 1}: {name:24s} {rates[name]:10,.0f} records/s", flush=True)
         for name, rate in rates.items():
             runs.setdefault(name, []).append(rate)
