@@ -240,3 +240,21 @@ def test_changelogs_are_prepared_once_kafka_answers_and_not_for_ever(monkeypatch
     monkeypatch.setattr(changelog, "PREPARE_S", 0.0)
     with pytest.raises(FatalError, match="cannot prepare the changelog topics: .*did not answer for 0s"):
         changelog.prepare_changelogs(AwayAdmin(10**9), ["in"], ["app-counts-changelog"], -1)
+
+
+def test_a_value_that_cannot_be_stored_dead_letters_its_record_and_none_of_its_writes_stay(tmp_path):
+    cluster = FakeCluster(TOPICS | {"app-counts-changelog"})
+
+    def transform(record):
+        counts = record.state("counts")
+        counts.set("seen", counts.get("seen", 0) + 1)  # a write before the one that fails
+        if record.value.endswith(b"-3"):
+            counts.set(record.key, {1, 2})  # a set is not JSON
+        return record.value
+
+    stores = counting_stores(tmp_path)
+    run(inputs(1, 6), transform, cluster, stores=stores)
+    letters = dead(cluster)
+    assert list(letters) == [b"k0-3"] and letters[b"k0-3"]["__processor.errors.stage"] == b"transform"
+    assert b"not JSON serializable" in letters[b"k0-3"]["__processor.errors.message"]
+    assert stores.partition("counts", 0).get("seen") == 5  # the failed record's first write went too
