@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import ClusterMetadata
 
-from processor.kafka import FENCED_BY, ClientErrors, FatalError, is_fenced, kafka_error
+from processor.kafka import FENCED_BY, ClientErrors, FatalError, MemberFenced, is_fenced, kafka_error
 
 log = logging.getLogger("processor.txproducer")
 NUDGE_SECONDS = 2.0
@@ -183,6 +183,8 @@ class TransactionalProducer:
             if not isinstance(call.error, KafkaException):
                 raise call.error
             error = kafka_error(call.error)
+            if error.code() == KafkaError.FENCED_INSTANCE_ID:  # the consumer's member, not this producer
+                raise MemberFenced(f"{name}: {FENCED_BY}: {error.str()}") from call.error
             if is_fenced(error):
                 raise FatalError(f"{name}: {FENCED_BY}: {error.str()}") from call.error
             if error.fatal() and name == "init_transactions":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from confluent_kafka import Consumer, KafkaException
 
 from examples.orders import make_samples
 from localkafka.clients import wait_for
@@ -57,6 +58,31 @@ def test_a_second_instance_with_the_same_id_fences_the_first(pipe, processors, p
     p.drain(second, 180)
     verdict = p.verify(samples)
     assert verdict.ok, verdict
+
+
+def test_a_static_member_fenced_but_not_its_producer_joins_again(pipe, processors):
+    """What a broker restart can do to a static member (answer its old member id with
+    "fenced"), done on purpose: a plain consumer with the instance's group.instance.id takes
+    its place in the group, but not its transactional id. The instance joins again with a
+    new consumer, keeps running, and nothing is lost or doubled."""
+    p = pipe(partitions=3)
+    samples = make_samples(20_000, poison_per_kind=0.005, seed=6)
+    feeder, proc = live_stream(p, processors, samples, chunks=40, instance="i1", committed=0)
+    impostor = Consumer({"bootstrap.servers": p.bootstrap, "group.id": p.app_id,
+                         "group.instance.id": "i1", "enable.auto.commit": False})
+    impostor.subscribe([p.input])
+    try:
+        wait_for(lambda: impostor.poll(0.2) is None and "joining the group again" in proc.log(), 90,
+                 "the fenced instance joining again")
+    finally:
+        try:
+            impostor.close()
+        except KafkaException:  # fenced in turn by the instance it fenced
+            pass
+    feeder.finish()
+    p.drain(proc, 180)  # it ran on to the end of the stream (then SIGTERM: exit 0), no exit 1
+    assert proc.proc.returncode == 0 and proc.errors() == [], proc.log()[-3000:]
+    assert p.verify(samples).ok
 
 
 @PROTOCOLS
