@@ -17,8 +17,8 @@ from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from processor.kafka import (FENCED_BY, NO_CONSUMER_PROTOCOL, FatalError, MemberFenced, is_fatal, is_fenced,
-                             is_member_fenced, kafka_error, lacks_consumer_protocol)
+from processor.kafka import (FENCED_BY, NO_CONSUMER_PROTOCOL, UNREACHABLE, FatalError, MemberFenced, is_fatal,
+                             is_fenced, is_member_fenced, kafka_error, lacks_consumer_protocol)
 from processor.pausing import Pause
 from processor.pipeline import Outcome, Pipeline, TransformExit
 from processor.transaction import RetryLaterError, Transactions
@@ -31,8 +31,6 @@ PROBE_SECONDS = 2.0
 RECOVERY_SLICE_S = 0.5  # of recovery per loop turn while partitions are held back
 STOP_SECONDS = 30.0  # from SIGTERM to exit, Kafka reachable or not (compose grace: 45 s)
 REJOINS, REJOIN_WINDOW_S = 3, 600.0  # a static member fenced more often than this: give up
-_UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
-                KafkaError._RESOLVE}
 
 
 class Engine:
@@ -194,7 +192,7 @@ class Engine:
             raise FatalError(NO_CONSUMER_PROTOCOL)
         if is_fatal(error):
             raise FatalError(f"consumer failed fatally: {error.str()}")
-        if error.code() in _UNREACHABLE:
+        if error.code() in UNREACHABLE:
             self.reachability.failed(f"consumer: {error.str()}")
         log.warning("consumer: %s", error.str())
 

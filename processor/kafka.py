@@ -18,6 +18,9 @@ _PRODUCER_FIXED = {"enable.idempotence": True, "acks": "all"}
 _FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.FENCED_INSTANCE_ID,
                  KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
 FENCED_BY = "fenced by a newer instance with the same instance_id"
+# the client could not reach Kafka at all (a broker down or restarting)
+UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+               KafkaError._RESOLVE}
 
 
 class FatalError(Exception):

@@ -13,7 +13,7 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from processor.kafka import FatalError, kafka_error
+from processor.kafka import UNREACHABLE, FatalError, kafka_error
 
 log = logging.getLogger("processor.state")
 
@@ -22,8 +22,7 @@ PREPARE_S = 120.0  # Kafka away at start (a broker restarting): ask again this l
 DEFAULT_DELETE_RETENTION_MS = 86_400_000
 _DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
            KafkaError.POLICY_VIOLATION}
-_AWAY = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
-         KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER, KafkaError._RESOLVE}
+_AWAY = UNREACHABLE | {KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER}
 
 
 class KafkaAway(Exception):
