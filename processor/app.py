@@ -25,7 +25,8 @@ from processor.preflight import kafka_settings, metrics_endpoint, state_dir
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
 from processor.server import EndpointServer
-from processor.state import Stores, build_stores
+from processor.state.build import build_stores
+from processor.state.stores import Stores
 from processor.transaction import Transactions
 from processor.transform import TransformLoadError, load_transform
 from processor.txproducer import Reachability, TransactionalProducer

@@ -186,6 +186,14 @@ class StateConfig(Strict):
     dir: Path = Path("./state")
     replication_factor: int = Field(default=-1, ge=-1, description="of the changelog topics; -1: the broker's default")
     stores: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")], StoreConfig] = {}
+    timers: bool = Field(default=False, description="durable timers (a changelog topic of their own)")
+
+    @model_validator(mode="after")
+    def _own_names(self) -> StateConfig:
+        reserved = sorted(name for name in self.stores if name.startswith("__"))
+        if reserved:
+            raise ValueError(f"store names starting with __ are the processor's own: {reserved[0]!r}")
+        return self
 
 
 class MetricsConfig(Strict):

@@ -31,6 +31,7 @@ PROBE_SECONDS = 2.0
 RECOVERY_SLICE_S = 0.5  # of recovery per loop turn while partitions are held back
 STOP_SECONDS = 30.0  # from SIGTERM to exit, Kafka reachable or not (compose grace: 45 s)
 REJOINS, REJOIN_WINDOW_S = 3, 600.0  # a static member fenced more often than this: give up
+TIMER_BATCH = 1000  # due timers fired per loop turn at most (records get their turn too)
 
 
 class Engine:
@@ -40,6 +41,7 @@ class Engine:
                  incremental: bool = False, new_consumer: Callable[[], Consumer] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.consumer, self.tx, self.pipeline = consumer, transactions, pipeline
+        self.timers = pipeline.stores.timers if pipeline.stores is not None else None
         self.new_consumer = new_consumer  # a consumer like `consumer`, for a fenced static member
         self.rejoined: list[float] = []
         self.txp = transactions.txp
@@ -102,6 +104,10 @@ class Engine:
         txn = self.tx.open
         wait = 0.0 if held else IDLE_POLL_SECONDS if txn is None else min(
             max(txn.deadline - self.clock(), 0.0), IDLE_POLL_SECONDS)
+        timers_due = False
+        if self.timers is not None and self.pause.until is None:  # none fire during a pause
+            until_due = self.timers.seconds_until_due()
+            timers_due, wait = until_due == 0.0, min(wait, until_due)
         room = min(self.consume_batch, self.tx.room())
         # what is there already, else the first record to come: consume(room, wait) would hold
         # the records that came back until `room` of them are there or `wait` is over
@@ -129,6 +135,8 @@ class Engine:
             fill = self._fill
         uncommitted = 0  # records[uncommitted:] are in no committed transaction
         try:
+            if timers_due:
+                self._fire_timers()
             while uncommitted < len(records):
                 uncommitted = fill(records, uncommitted)
             # serve delivery reports as they come: librdkafka frees a sent record only then, and
@@ -160,6 +168,14 @@ class Engine:
             if self.clock() >= deadline:
                 break
         return self._added(records, start, i)
+
+    def _fire_timers(self) -> None:
+        """Fire due timers into the open transaction, until the batch or the transaction ends."""
+        txn = self.tx.open or self.tx.begin()
+        for timer in self.timers.due(TIMER_BATCH):
+            self.tx.fire(timer, self.pipeline.fire(timer), self.timers.remove)
+            if self.clock() >= txn.deadline:
+                break
 
     def _process(self, msg: Message, deadline: float | None = None) -> Outcome:
         """One record's outcome apart from the hot path; one that hung too often is poison."""

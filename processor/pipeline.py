@@ -20,7 +20,7 @@ from processor.kafka import FatalError
 from processor.resilience.dependency import set_record_deadline
 from processor.resilience.errors import Transient
 from processor.resilience.retry import attempts_of
-from processor.transform import _INPUT_KEY, Headers, Output, Record, Transform
+from processor.transform import _INPUT_KEY, Headers, Output, Record, Timer, Transform
 
 # an output record in Producer.produce's argument order: (topic, value, key, headers)
 Encoded = tuple[str, bytes | None, bytes | None, Headers | None]
@@ -38,9 +38,9 @@ class TransformExit(FatalError):
     """The transform raised SystemExit, KeyboardInterrupt or another BaseException: stop
     (exit 1), naming the record, rather than exit as it asked or dead-letter the record."""
 
-    def __init__(self, msg: Message, error: BaseException):
-        super().__init__(f"the transform raised {type(error).__name__}({error}) on record "
-                         f"{msg.topic()} [{msg.partition()}] @{msg.offset()}")
+    def __init__(self, call: Message | Timer, error: BaseException):
+        on = repr(call) if isinstance(call, Timer) else f"record {call.topic()} [{call.partition()}] @{call.offset()}"
+        super().__init__(f"the transform raised {type(error).__name__}({error}) on {on}")
 
 
 @dataclass(slots=True)
@@ -79,6 +79,7 @@ class Pipeline:
         self.encode_key, self.encode_value = output_key.encode, output_value.encode
         self.reuse_input_key = reuse_input_key  # same key format in and out: keep the raw bytes
         self.record_deadline_s = record_deadline_s
+        self.transform, self.clock = transform, clock
         self.fill = self._compile(transform, _bound(input_key, "decode"), _bound(input_value, "decode"),
                                   isinstance(output_value, BytesCodec), uses_deadlines, clock)
 
@@ -91,6 +92,30 @@ class Pipeline:
 
         _, outcome = self.fill([msg], 0, collect, math.inf, deadline, keep=False)
         return Outputs(collected) if outcome is None else outcome
+
+    def fire(self, timer: Timer) -> Outcome:
+        """A due timer's outcome: the transform called with it (within the record deadline),
+        its outputs encoded; their key defaults to the timer's, their headers to none. The
+        timer's removal is among the call's writes (a failed call leaves it to the caller)."""
+        self.stores.timers.remove(timer)
+        set_record_deadline(self.clock() + self.record_deadline_s)
+        try:
+            result = self.transform(timer)
+            outputs = self._outputs(result)
+        except Transient as exc:
+            return RetryLater(exc)
+        except FatalError:
+            raise
+        except Exception as exc:
+            return Failure("transform", exc, attempts_of(exc))
+        except BaseException as exc:
+            raise TransformExit(timer, exc) from exc
+        finally:
+            set_record_deadline(None)
+        try:
+            return Outputs([self._encode(out, None, timer.key) for out in (outputs if outputs is not None else [Output(result)])])
+        except Exception as exc:
+            return Failure("serialize", exc)
 
     def _compile(self, transform: Transform, decode_key, decode_value, raw_value_out: bool,
                  uses_deadlines: bool, clock: Callable[[], float]):
@@ -199,10 +224,14 @@ class Pipeline:
             return outputs
         return None
 
-    def _encode(self, out: Output, msg: Message, key) -> Encoded:
+    def _encode(self, out: Output, msg: Message | None, key) -> Encoded:
+        """`out` with the input's key (`key` decoded) and headers by default (none without `msg`)."""
         if out.key is _INPUT_KEY:
-            out_key = msg.key() if self.reuse_input_key else self.encode_key(key)
+            out_key = msg.key() if msg is not None and self.reuse_input_key else self.encode_key(key)
         else:
             out_key = self.encode_key(out.key)
-        headers = msg.headers() if out.headers is None else (out.headers or None)
+        if out.headers is None:
+            headers = msg.headers() if msg is not None else None
+        else:
+            headers = out.headers or None
         return (out.topic or self.output_topic, self.encode_value(out.value), out_key, headers)

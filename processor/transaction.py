@@ -21,12 +21,15 @@ from confluent_kafka.admin import ClusterMetadata
 from processor.contents import TxnContents
 from processor.deadletter import DROPPED, Failure, dead_letter
 from processor.hangmarks import HangMarks
+from processor.hooks import Hooks
 from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
 from processor.pipeline import Encoded, Outcome, Outputs, RetryLater
 from processor.refusals import REFUSED, REFUSED_AT_ONCE, Refusals
 from processor.streak import AbortStreak
 from processor.topics import MissingTopic, Topics
+from processor.timers import TimerMessage
+from processor.transform import Timer
 from processor.txproducer import AbortTransaction, TransactionalProducer
 
 log = logging.getLogger("processor.transactions")
@@ -35,24 +38,6 @@ _NO_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
 
 class RetryLaterError(AbortTransaction):
     """A record failed transiently: abort, rewind, and pause before trying again."""
-
-
-class Hooks:
-    """Told of transaction boundaries, of each record's end (`kept`: it went into the
-    transaction; else it was dead-lettered; the pipeline tells its stores itself of the
-    records it produced) and of partition changes (`lost`: they may be another member's
-    already). Assigned partitions may be `held` back until `catch_up` (work done between
-    polls) says they are ready. Override what you need."""
-
-    def begun(self) -> None: ...
-    def record_ended(self, kept: bool) -> None: ...
-    def before_commit(self, offsets: list[TopicPartition]) -> None: ...
-    def after_commit(self, offsets: list[TopicPartition]) -> None: ...
-    def aborted(self) -> None: ...
-    def assigned(self, partitions: list[TopicPartition]) -> None: ...
-    def revoked(self, partitions: list[TopicPartition], lost: bool) -> None: ...
-    def held(self) -> set[tuple[str, int]]: return set()
-    def catch_up(self, seconds: float) -> list[tuple[str, int]]: return []
 
 
 class Transactions:
@@ -112,6 +97,29 @@ class Transactions:
                 self.dead_letter(msg, outcome)
         for hook in self.hooks:
             hook.record_ended(kept=True)  # after a dead letter, nothing is left to keep
+
+    def fire(self, timer: Timer, outcome: Outcome, remove: Callable[[Timer], None]) -> None:
+        """Put a fired timer's outcome into the open transaction. Its removal is among its
+        writes; a timer that fails is dead-lettered and removed all the same (it fires once)."""
+        if isinstance(outcome, Outputs):
+            for n, out in enumerate(outcome.records):
+                try:
+                    self.produce(out)
+                except KafkaException as exc:
+                    error = kafka_error(exc)
+                    self._require_topic_of(out[0], error)
+                    if n or error.code() not in REFUSED_AT_ONCE:
+                        raise AbortTransaction(f"producing failed: {error.str()}") from exc
+                    outcome = Failure("produce", exc)
+                    break
+                self.open.produced[out[0]] += 1
+        elif isinstance(outcome, RetryLater):
+            raise RetryLaterError(f"{type(outcome.error).__name__}: {outcome.error}")
+        if isinstance(outcome, Failure):
+            self.dead_letter(TimerMessage(timer), outcome)  # drops the call's writes
+            remove(timer)
+        for hook in self.hooks:
+            hook.record_ended(kept=True)
 
     def _produce_outputs(self, msg: Message, outputs: list[Encoded]) -> None:
         where = (msg.topic(), msg.partition(), msg.offset())

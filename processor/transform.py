@@ -18,31 +18,48 @@ class Poison(Exception):
     """Raised by a transform for an input it can never process: it goes to the dead-letter topic."""
 
 
-class Record:
+class _Call:
+    """What a transform may use in any call: the state and the timers of the call's partition."""
+
+    __slots__ = ()
+    _app_id = ""  # set by `of_app`: one argument less to pass per call
+    _stores: Any = None  # the application's state stores (processor.state.Stores), if any
+    partition: int
+    key: Any
+
+    @classmethod
+    def of_app(cls, app_id: str, stores: Any = None):
+        """The class of one application's calls (its id goes into idempotency keys)."""
+        return type(cls.__name__, (cls,), {"__slots__": (), "_app_id": app_id, "_stores": stores})
+
+    def state(self, name: str) -> Any:
+        """The partition of store `name` that belongs to this call's partition:
+        `get(key, default=None)`, `set(key, value)`, `delete(key)`, `key in store`."""
+        return self._state().partition(name, self.partition)
+
+    @property
+    def timers(self) -> Any:
+        """This partition's timers: `schedule(name, at_ms=|after_ms=, key=, payload=)`,
+        `cancel(name, key=)`, `due_ms(name, key=)`; `key` defaults to this call's key."""
+        return self._state().timers.of(self.partition, self.key)
+
+    def _state(self) -> Any:
+        if self._stores is None:
+            from processor.state.stores import UnknownStore  # noqa: PLC0415 - state is optional
+            raise UnknownStore("state and timers need a state section in the config")
+        return self._stores
+
+
+class Record(_Call):
     """One input record as the transform sees it: `key` and `value` decoded; `headers`,
     `topic`, `partition`, `offset`, `timestamp` (ms or None) as consumed; and
     `idempotency_key`, the same for this record after any retry, abort, crash or rebalance.
     Fields other than key and value are read from the message only when asked for."""
 
     __slots__ = ("key", "value", "_msg")
-    _app_id = ""  # set by `of_app`: one argument less to pass per record
-    _stores: Any = None  # the application's state stores (processor.state.Stores), if any
 
     def __init__(self, key: Any, value: Any, msg: Message):
         self.key, self.value, self._msg = key, value, msg
-
-    @classmethod
-    def of_app(cls, app_id: str, stores: Any = None) -> type[Record]:
-        """The Record class of one application (its id goes into idempotency keys)."""
-        return type(cls.__name__, (cls,), {"__slots__": (), "_app_id": app_id, "_stores": stores})
-
-    def state(self, name: str) -> Any:
-        """The partition of store `name` that belongs to this record's input partition:
-        `get(key, default=None)`, `set(key, value)`, `delete(key)`, `key in store`."""
-        if self._stores is None:
-            from processor.state.stores import UnknownStore  # noqa: PLC0415 - state is optional
-            raise UnknownStore(f"record.state({name!r}): the config has no state section")
-        return self._stores.partition(name, self._msg.partition())
 
     @property
     def headers(self) -> Headers:
@@ -75,6 +92,27 @@ class Record:
                 f"key={self.key!r}, value={self.value!r})")
 
 
+class Timer(_Call):
+    """A timer that came due, passed to the transform in place of a `Record` (tell them apart
+    with `isinstance(call, Timer)` or `match call: case Timer(): ...`): `name`, `key` and
+    `payload` as scheduled, `due_ms` (ms since the epoch), `partition`. It fires once: its
+    removal commits with the outputs and state changes of this call."""
+
+    __slots__ = ("name", "key", "payload", "due_ms", "partition")
+    __match_args__ = ("name", "key", "payload")
+
+    def __init__(self, name: str, key: Any, payload: Any, due_ms: int, partition: int):
+        self.name, self.key, self.payload, self.due_ms, self.partition = name, key, payload, due_ms, partition
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self._app_id}:timer:{self.partition}:{self.name}:{self.key!r}:{self.due_ms}"
+
+    def __repr__(self) -> str:
+        return (f"Timer(name={self.name!r}, key={self.key!r}, due_ms={self.due_ms}, "
+                f"partition={self.partition}, payload={self.payload!r})")
+
+
 _INPUT_KEY: Any = object()  # sentinel: the output keeps the input record's key
 
 
@@ -90,7 +128,7 @@ class Output:
 
 
 
-Transform = Callable[[Record], None | Any | Output | Iterable[Output]]
+Transform = Callable[[Record | Timer], None | Any | Output | Iterable[Output]]
 
 
 class TransformLoadError(Exception):

@@ -1,27 +1,2 @@
 """Exactly-once state stores: local RocksDB partitions whose changes commit with the
 transaction through compacted changelog topics (see stores.py)."""
-
-from __future__ import annotations
-
-from typing import Any
-
-from confluent_kafka import Consumer
-
-from processor.config import Config
-from processor.kafka import client_settings
-from processor.state.recovery import CONSUMER_SETTINGS
-from processor.state.stores import Stores, UnknownStore
-
-__all__ = ["Stores", "UnknownStore", "build_stores"]
-
-
-def build_stores(config: Config, metrics, client_hooks: dict[str, Any]) -> Stores | None:
-    """The stores of the config (None without any), with their changelog reader."""
-    state = config.state
-    if not state.stores:
-        return None
-    settings = {**client_settings(config), **client_hooks, "group.id": f"{config.app_id}.restore",
-                **CONSUMER_SETTINGS}
-    # an instance's own directory: a restarted instance finds its stores, two never share one
-    return Stores(config.app_id, state.dir / config.instance_id, {name: store.ttl_ms for name, store in state.stores.items()},
-                  lambda: Consumer(settings), metrics)

@@ -28,6 +28,13 @@ def encode_key(key: Key) -> bytes:
     raise TypeError(f"a store key is a str, bytes or int, not {type(key).__name__}")
 
 
+def decode_key(data: bytes) -> Key:
+    tag, raw = data[:1], data[1:]
+    if tag == b"s":
+        return raw.decode("utf-8")
+    return raw if tag == b"b" else int(raw)
+
+
 def encode_value(value, expires_at_ms: int) -> bytes:
     """Raises TypeError/ValueError for a value that is neither bytes nor JSON-serializable
     (and for one too large for the changelog): the record fails, nothing of it is written."""

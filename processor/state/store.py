@@ -56,6 +56,18 @@ class StorePartition:
         with the same payload is a `duplicate`, with another a `conflict`."""
         return once(self, key, payload, create)
 
+    def keys_between(self, start: Key, stop: Key, limit: int) -> list[bytes]:
+        """Up to `limit` encoded keys in [start, stop) (of one key type), in order, as this
+        record sees them (its own and its transaction's writes included): ordered scans."""
+        low, high = encode_key(start), encode_key(stop)
+        pending = {key: data for changes in (self.txn, self.record) for key, data in changes.items()
+                   if low <= key < high}
+        deleted = [key for key, data in pending.items() if data is None]
+        found = {key[len(_DATA):] for key in self.backend.keys_between(
+            _DATA + low, _DATA + high, limit + len(deleted))}
+        found = (found | {key for key, data in pending.items() if data is not None}) - set(deleted)
+        return sorted(found)[:limit]
+
     def _write(self, key: bytes, data: bytes | None) -> None:
         if not self.record:
             self.written(self)

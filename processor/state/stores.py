@@ -1,6 +1,6 @@
 """Every store partition this instance holds, and their part in each transaction.
 
-Told of the transaction's boundaries and of rebalances (a `Hooks` of transaction.py):
+Told of the transaction's boundaries and of rebalances (a `Hooks` of hooks.py):
 before a commit, each store partition's changes (the last write of each key) go to its
 changelog partition in the transaction; after it, they are written to the local database;
 an abort drops them. Assigned partitions are held back (`held`) while their stores recover
@@ -19,12 +19,13 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from processor.hooks import Hooks
 from processor.kafka import FatalError, kafka_error
 from processor.state.backend import Backend, RocksBackend
 from processor.state.changelog import changelog_topic, prepare_changelogs
 from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
-from processor.transaction import Hooks
+from processor.timers import TIMERS_STORE, Timers
 
 log = logging.getLogger("processor.state")
 CHECKPOINT_S = 10.0
@@ -59,6 +60,7 @@ class Stores(Hooks):
         self.written: list[StorePartition] = []  # by the record in progress
         self.unsaved: set[StorePartition] = set()  # changed since their last checkpoint
         self.last_checkpoint = clock()
+        self.timers = Timers(app_id, self) if TIMERS_STORE in ttls else None
 
     def prepare(self, admin: AdminClient, input_topics: list[str], replication_factor: int) -> None:
         """Create or check the changelog topics (FatalError when they do not fit)."""
@@ -71,9 +73,12 @@ class Stores(Hooks):
     def partition(self, name: str, partition: int) -> StorePartition:
         store = self.open.get((name, partition))
         if store is None:
+            if name == TIMERS_STORE and name not in self.ttls:
+                raise UnknownStore("timers need `timers: true` in the config's state section")
             if name not in self.ttls:
+                declared = sorted(set(self.ttls) - {TIMERS_STORE})
                 raise UnknownStore(f"record.state({name!r}): the config declares no such store "
-                                   f"(state.stores: {', '.join(sorted(self.ttls)) or 'none'})")
+                                   f"(state.stores: {', '.join(declared) or 'none'})")
             raise FatalError(f"store {name!r} partition {partition} is not open here")
         return store
 
@@ -107,6 +112,11 @@ class Stores(Hooks):
         for store in self.open.values():
             store.discard_txn()
         self.written.clear()
+        self._forget_timers()
+
+    def _forget_timers(self) -> None:
+        if self.timers is not None:
+            self.timers.forget()
 
     def _checkpoint(self, stores: list[StorePartition]) -> None:
         """Right after a commit, nothing of ours is open in the changelog: its end offset is
@@ -132,6 +142,7 @@ class Stores(Hooks):
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         """Open the stores of partitions new here; they recover in `catch_up`."""
+        self._forget_timers()
         before = self.assigned_partitions()
         self.inputs |= {(tp.topic, tp.partition) for tp in partitions}
         for partition in sorted(self.assigned_partitions() - before):
@@ -174,6 +185,7 @@ class Stores(Hooks):
         return store
 
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
+        self._forget_timers()
         before = self.assigned_partitions()
         self.inputs -= {(tp.topic, tp.partition) for tp in partitions}
         gone = before - self.assigned_partitions()

@@ -30,8 +30,10 @@ def inputs(partitions: int = 3, per_partition: int = 40, value=lambda p, i: b"v%
 
 
 def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
-        on_consume=None, seconds: float = 8.0, stores=None, commit_interval_s: float = 0.005):
-    """Run the engine until every input offset is committed (or `seconds` pass)."""
+        on_consume=None, seconds: float = 8.0, stores=None, commit_interval_s: float = 0.005,
+        until=lambda: True):
+    """Run the engine until every input offset is committed and `until()` holds (or
+    `seconds` pass)."""
     stopping = threading.Event()
     ends = {tp: len(log) for tp, log in records.items()}
     deadline = time.monotonic() + seconds
@@ -39,7 +41,7 @@ def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
     def watch():
         if on_consume is not None:
             on_consume(engine.consumer)
-        if cluster.offsets == ends or time.monotonic() > deadline:
+        if (cluster.offsets == ends and until()) or time.monotonic() > deadline:
             stopping.set()
 
     def new_consumer():
