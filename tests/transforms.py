@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from processor.transform import Output, Poison
+from processor.transform import Output, Poison, Timer
 
 
 def singled_out(order_id: str) -> bool:
@@ -78,3 +78,16 @@ def count_per_key(record):
     n = counts.get(record.key, 0) + 1
     counts.set(record.key, n)
     return {"key": record.key, "n": n, "seq": record.value["seq"]}
+
+
+REMIND_AFTER_MS = 1500
+
+
+def remind_later(call):
+    """Each input `{"seq": i}` schedules a reminder REMIND_AFTER_MS later under key `r<i>`;
+    the reminder becomes `{"seq": i, "due_ms", "fired_ms"}` (the input itself outputs nothing)."""
+    if isinstance(call, Timer):
+        return Output({"seq": call.payload, "due_ms": call.due_ms, "fired_ms": int(time.time() * 1000)})
+    seq = call.value["seq"]
+    call.timers.schedule("remind", after_ms=REMIND_AFTER_MS, key=f"r{seq}", payload=seq)
+    return None
