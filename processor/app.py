@@ -21,9 +21,10 @@ from processor.kafka import (ClientErrors, FatalError, client_settings, consumer
 from processor.logs import setup_logging
 from processor.metrics import Metrics
 from processor.pipeline import Pipeline
-from processor.preflight import kafka_settings, metrics_endpoint, state_dir
+from processor.preflight import kafka_settings, metrics_endpoint, sagas, state_dir
 from processor.resilience.build import configure as configure_resilience
 from processor.resilience.dependency import REGISTRY
+from processor.saga import SagaGauges
 from processor.server import EndpointServer
 from processor.state.build import build_stores
 from processor.state.stores import Stores
@@ -55,7 +56,7 @@ def build_pipeline(config: Config, metrics: Metrics | None = None, stores: Store
         transform = load_transform(config.transform)
     except TransformLoadError as exc:
         problems.append(Problem("transform", str(exc)))
-    problems += kafka_settings(config) + state_dir(config)
+    problems += kafka_settings(config) + state_dir(config) + sagas(config)
     if problems:
         raise ConfigError(problems)
     return Pipeline(config.app_id, transform, codecs["input.key"], codecs["input.value"],
@@ -103,7 +104,7 @@ def run(config_path: str, stopping: threading.Event) -> int:
                                 max_batch_records=p.max_batch_records,
                                 stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes,
                                 metrics=metrics, auto_offset_reset=config.input.auto_offset_reset,
-                                hooks=[stores] if stores else [])
+                                hooks=[stores, SagaGauges(stores, metrics.sagas)] if stores else [])
     if stores:
         stores.produce = transactions.produce_to
     engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,

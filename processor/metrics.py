@@ -48,6 +48,9 @@ class Metrics:
         self.state_restored = Counter("processor_state_restored_records",
                                       "Changelog records applied while recovering stores",
                                       ["store"], registry=r)
+        self.sagas = Gauge("processor_sagas", "Sagas of the partitions held here by state: "
+                           "running:<step>, compensating:<step>, stuck (running too long), and "
+                           "confirmed, cancelled (ended)", ["saga", "state"], registry=r)
         self.totals: Tally = Tally()  # for the summary logged at exit
 
     def committed(self, consumed: Tally, produced: Tally, dead_lettered: Tally,

@@ -1,7 +1,7 @@
 """What `run` needs from its environment, checked before it touches Kafka, so that `check`
 agrees with `run`: librdkafka's own verdict on the raw client settings (the clients are
-built with no brokers to reach, then dropped), a metrics endpoint that can be served, and a
-state directory that can be written."""
+built with no brokers to reach, then dropped), a metrics endpoint that can be served, a
+state directory that can be written, and what the transform's sagas need of the config."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def metrics_endpoint(config: Config) -> list[Problem]:
 
 def state_dir(config: Config) -> list[Problem]:
     """The state directory can be created and written (when there are stores)."""
-    if not config.state.stores:
+    if not config.state.stores and not config.state.timers:
         return []
     path = config.state.dir
     try:
@@ -65,3 +65,17 @@ def state_dir(config: Config) -> list[Problem]:
     except OSError as exc:
         return [Problem("state.dir", f"cannot write to {path}: {exc.strerror or exc}")]
     return []
+
+
+def sagas(config: Config) -> list[Problem]:
+    """The sagas the transform defines have their store and timers (checked once it is loaded)."""
+    from processor.saga import SAGAS  # noqa: PLC0415 - defined by the transform's import
+
+    problems = []
+    for saga in SAGAS.values():
+        if saga.store not in config.state.stores:
+            problems.append(Problem("state.stores", f"saga {saga.name!r} keeps its sagas in store "
+                                                    f"{saga.store!r}: declare it"))
+        if not config.state.timers:
+            problems.append(Problem("state.timers", f"saga {saga.name!r} needs timers: set it to true"))
+    return problems
