@@ -1,6 +1,7 @@
 """Exactly-once Kafka stream processor. What a transform needs:
 
-    from processor import Record, Output, Poison, Transient, dependency
+    from processor import Record, Timer, Output, Poison, Transient, dependency
+    from processor import Saga, Step, Command, Ended      # sagas (on state and timers)
 
 Loaded on first use, so that `processor run` installs its signal handlers before the heavy
 imports (see cli.py).
@@ -9,8 +10,10 @@ imports (see cli.py).
 from importlib import import_module
 
 _HOMES = {"Output": "processor.transform", "Poison": "processor.transform",
-          "Record": "processor.transform", "Transient": "processor.resilience",
-          "dependency": "processor.resilience"}
+          "Record": "processor.transform", "Timer": "processor.transform",
+          "Transient": "processor.resilience", "dependency": "processor.resilience",
+          "Saga": "processor.saga", "Step": "processor.saga", "Command": "processor.saga",
+          "Ended": "processor.saga"}
 __all__ = sorted(_HOMES)
 
 

@@ -134,7 +134,6 @@ class Saga:
         state = store.get(self._key(saga_id))
         if state is None or state["phase"] == "ended" or timer.payload != state["command_id"]:
             return []
-        tag = ("saga.timer", f"{timer.name}/{saga_id}/{timer.due_ms}".encode())
         if state["phase"] == "running":
             step = state["step"]
             outputs = self._compensate(timer, store, saga_id, state, list(range(step, -1, -1)),
@@ -142,8 +141,9 @@ class Saga:
         else:
             state["attempt"] += 1
             outputs = self._send(timer, store, saga_id, state, "compensate")
-        for out in outputs:
-            out.headers = [*(out.headers or []), tag]
+        for n, out in enumerate(outputs):  # which firing each came of: a timer fires once
+            tag = f"{timer.name}/{saga_id}/{timer.due_ms}#{n}".encode()
+            out.headers = [*(out.headers or []), ("saga.timer", tag)]
         return outputs
 
     # -- moves -----------------------------------------------------------------------------
@@ -226,9 +226,13 @@ class Saga:
 
 
 def _listed(result: Output | Iterable[Output] | None) -> list[Output]:
-    if result is None:
-        return []
-    return [result] if isinstance(result, Output) else list(result)
+    """The Outputs of a builder, without the input's headers by default (a reply's headers
+    are no part of the next command)."""
+    outputs = [] if result is None else [result] if isinstance(result, Output) else list(result)
+    for out in outputs:
+        if out.headers is None:
+            out.headers = []
+    return outputs
 
 
 class SagaGauges(Hooks):
