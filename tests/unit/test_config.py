@@ -239,7 +239,9 @@ def test_the_public_api_is_at_the_top():
     assert (Output.__name__, Poison.__name__, Record.__name__, Transient.__name__) == \
         ("Output", "Poison", "Record", "Transient")
     assert dependency is home and sorted(processor.__all__) == sorted(
-        ["Output", "Poison", "Record", "Transient", "dependency"])
+        ["Output", "Poison", "Record", "Timer", "Transient", "dependency", "Saga", "Step", "Command", "Ended"])
+    from processor import Saga, Timer
+    assert (Saga.__module__, Timer.__module__) == ("processor.saga", "processor.transform")
 
 
 def test_check_validates_the_state_section(tmp_path, capsys):
