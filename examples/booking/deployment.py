@@ -80,6 +80,12 @@ class Deployment:
         self.procs.clear()
         return codes
 
+    def dump_stacks(self) -> None:
+        """Every process writes its threads' stacks to its log (SIGUSR1)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGUSR1)
+
     def feed(self, requests: list[tuple[bytes, bytes]]) -> None:
         produce(self.bootstrap, REQUESTS, requests)
 

@@ -81,8 +81,7 @@ def run(workdir: Path, count: int, seed: int, faults: int, feed_seconds: float) 
                 deployment.start(fault)
             summary.faults["broker restart" if fault == "broker" else f"kill {fault}"] += 1
         feeder.finish()
-        wait_for(lambda: deployment.exited() or deployment.results() >= count, 600,
-                 "a result for every booking", interval=2.0)
+        _wait_for_results(deployment, count)
         for role, code in deployment.stop_all().items():
             if code:
                 summary.bad_exits.append(f"{role} exited {code}")
@@ -93,6 +92,25 @@ def run(workdir: Path, count: int, seed: int, faults: int, feed_seconds: float) 
         broker.stop()
     summary.elapsed = time.monotonic() - began
     return summary
+
+
+def _wait_for_results(deployment: Deployment, count: int, stall_s: float = 120.0) -> None:
+    """Until every booking has its result; results that stop coming for `stall_s` get the
+    processes' stacks into their logs, and a TimeoutError."""
+    seen = [-1, time.monotonic()]
+
+    def done() -> bool:
+        results = deployment.results()
+        if results >= count or deployment.exited():
+            return True
+        if results > seen[0]:
+            seen[:] = [results, time.monotonic()]
+        elif time.monotonic() - seen[1] > stall_s:
+            deployment.dump_stacks()
+            raise TimeoutError(f"results stopped at {results} of {count} for {stall_s:.0f}s "
+                               f"(stacks in the logs)")
+        return False
+    wait_for(done, 900, "a result for every booking", interval=2.0)
 
 
 def main() -> int:
