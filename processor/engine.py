@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from processor.kafka import (FENCED_BY, NO_CONSUMER_PROTOCOL, UNREACHABLE, FatalError, MemberFenced, is_fatal,
                              is_fenced, is_member_fenced, kafka_error, lacks_consumer_protocol)
+from processor.offsetfetch import committed_starts, lost_offset_fetch
 from processor.pausing import Pause
 from processor.pipeline import Outcome, Pipeline, TransformExit
 from processor.transaction import RetryLaterError, Transactions
@@ -56,6 +57,7 @@ class Engine:
         self.pause = Pause(consumer, seconds_until_probe, clock, incremental)
         self.progressed = clock()  # when the loop last moved on: the watchdog reads it
         self._callback_error: BaseException | None = None
+        self.restart_fetch = False  # the consumer lost its committed offsets (offsetfetch.py)
         self.ready = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -115,6 +117,8 @@ class Engine:
         self._raise_callback_error()
         self.reachability.errors.check()
         self.reachability.errors.check_member()
+        if self.restart_fetch and self._restart_fetch():
+            return  # this batch comes again, from the committed offsets
         if messages:
             self.reachability.answered()
         elif self.reachability.probe_due(PROBE_SECONDS):
@@ -210,7 +214,26 @@ class Engine:
             raise FatalError(f"consumer failed fatally: {error.str()}")
         if error.code() in UNREACHABLE:
             self.reachability.failed(f"consumer: {error.str()}")
+        if lost_offset_fetch(error):
+            self.restart_fetch = True
         log.warning("consumer: %s", error.str())
+
+    def _restart_fetch(self) -> bool:
+        """After librdkafka issue 5586: commit what is open, then fetch every partition again
+        from its committed offset; False while the coordinator does not tell them (asked
+        again next turn)."""
+        self.tx.commit_or_abort()
+        partitions = [TopicPartition(t, p) for t, p in sorted(self.tx.assigned)]
+        try:
+            starts = committed_starts(self.consumer, partitions, self.tx.auto_offset_reset)
+        except KafkaException as exc:
+            log.warning("could not read the committed offsets yet: %s", kafka_error(exc).str())
+            return False
+        self.pause.restart(starts, self.tx.held())
+        self.restart_fetch = False
+        log.warning("fetching %s again from their committed offsets (librdkafka issue 5586)",
+                    _names(starts))
+        return True
 
     def _rejoin(self, fenced: MemberFenced) -> None:
         """A new consumer in place of a static member the broker fenced. A newer instance

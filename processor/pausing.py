@@ -43,14 +43,31 @@ class Pause:
         """Called on assignment: a pause covers partitions new to this consumer too (they
         come unpaused; those it had paused stay so), and `held` ones (not ready for their
         records yet) come paused until `release`."""
-        paused = partitions if self.until is not None else [
-            tp for tp in partitions if (tp.topic, tp.partition) in held]
+        paused = self._paused(partitions, held)
         if paused:
-            if self.incremental:
-                self.consumer.incremental_assign(partitions)
-            else:
-                self.consumer.assign(partitions)
+            self._assign(partitions)
             self.consumer.pause(paused)
+
+    def restart(self, partitions: list[TopicPartition], held: set[tuple[str, int]]) -> None:
+        """Assign `partitions` (all of this consumer's) again, from the offsets they carry
+        (offsetfetch.py); those paused stay so."""
+        if self.incremental:
+            self.consumer.incremental_unassign(partitions)
+        self._assign(partitions)
+        paused = self._paused(partitions, held)
+        if paused:
+            self.consumer.pause(paused)
+
+    def _paused(self, partitions: list[TopicPartition], held: set[tuple[str, int]]) -> list[TopicPartition]:
+        """Those of `partitions` that must not be fetched: all during a pause, else `held` ones."""
+        return partitions if self.until is not None else [
+            tp for tp in partitions if (tp.topic, tp.partition) in held]
+
+    def _assign(self, partitions: list[TopicPartition]) -> None:
+        if self.incremental:
+            self.consumer.incremental_assign(partitions)
+        else:
+            self.consumer.assign(partitions)
 
     def release(self, partitions: list[TopicPartition]) -> None:
         """Held partitions are ready: consume them, unless a pause holds every partition."""

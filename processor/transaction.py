@@ -56,6 +56,7 @@ class Transactions:
         self.open: TxnContents | None = None
         self.topics = Topics(consumer)
         self.refusals = Refusals()
+        self.auto_offset_reset = auto_offset_reset
         self.marks = HangMarks(consumer, auto_offset_reset)
         self.streak = AbortStreak(clock=clock)
         self.assigned: set[tuple[str, int]] = set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import SimpleNamespace
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from tests.messages import message
 
@@ -22,6 +22,7 @@ class FakeConsumer:
         self.position = {tp: cluster.offsets.get(tp, 0) for tp in self.logs}
         self.topics = cluster.topics
         self.paused: set = set()
+        self.stalled: set = set()  # not fetched until assigned again (librdkafka issue 5586)
         self.callbacks: dict = {}
         self.assigned = False
         self.on_consume: Callable[[], None] = lambda: None
@@ -40,13 +41,16 @@ class FakeConsumer:
     def consume(self, n: int, timeout: float):
         self.on_consume()
         if self.cluster.faults.get("consume") and sum(self.position.values()) >= self.cluster.consume_faults_after:
-            return [Message(error=self.cluster.faults["consume"].pop(0).args[0])]  # as librdkafka tells
+            error = self.cluster.faults["consume"].pop(0).args[0]
+            if "Failed to fetch committed offsets" in error.str():
+                self.stalled = set(self.logs)
+            return [Message(error=error)]  # as librdkafka tells
         if not self.assigned:
             self.assigned = True
             self.callbacks["assign"](self, self.partitions())
         out = []
         for tp, log in sorted(self.logs.items()):
-            while len(out) < n and tp not in self.paused and self.position[tp] < len(log):
+            while len(out) < n and tp not in self.paused | self.stalled and self.position[tp] < len(log):
                 out.append(log[self.position[tp]])
                 self.position[tp] += 1
         return out
@@ -64,7 +68,10 @@ class FakeConsumer:
         return "EAGER"
 
     def assign(self, partitions) -> None:
-        pass
+        for tp in partitions:
+            if tp.offset >= 0 or tp.offset == OFFSET_BEGINNING:
+                self.position[(tp.topic, tp.partition)] = max(tp.offset, 0)
+                self.stalled.discard((tp.topic, tp.partition))
 
     def consumer_group_metadata(self) -> str:
         return "group-metadata"

@@ -286,3 +286,14 @@ def test_a_consumer_fenced_as_a_static_member_is_told_apart():
     errors.check_member()  # told once
     other = KafkaError(KafkaError._FATAL, "Fatal error: something else")
     assert is_fatal(other) and not is_fenced(other)
+
+
+def test_partitions_whose_committed_offsets_the_consumer_lost_are_fetched_again_once():
+    """librdkafka issue 5586: the consumer stops fetching, says so once; nothing is lost or doubled."""
+    cluster, records = FakeCluster(TOPICS), inputs()
+    lost = KafkaError(KafkaError.NOT_COORDINATOR, 'Failed to fetch committed offsets for 0 partition(s) '
+                      'in group "app": Broker: Not coordinator')
+    cluster.faults["consume"] = [KafkaException(lost)]
+    cluster.consume_faults_after = 50
+    run(records, lambda r: r.value, cluster, max_batch=7)
+    assert values(cluster, "out") == every_value(records)
