@@ -1,9 +1,11 @@
-"""A bounded chaos run in CI; `python -m tests.chaos.harness` runs the long one."""
+"""Bounded chaos runs in CI; `python -m tests.chaos.harness` and `python -m tests.chaos.booking`
+run the long ones."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.chaos.booking import run as run_booking_chaos
 from tests.chaos.harness import Chaos
 
 pytestmark = pytest.mark.kafka
@@ -26,3 +28,11 @@ def test_bounded_stateful_chaos_keeps_every_count_exact(tmp_path):
     print(summary)
     assert summary.ok, summary
     assert sum(summary.faults.values()) >= 4, summary
+
+
+def test_bounded_booking_chaos_settles_every_booking_once(tmp_path):
+    # every process killed at least once and a broker restart, mid-stream (fed over 30 s)
+    summary = run_booking_chaos(tmp_path, count=2_000, seed=3, faults=6, feed_seconds=30)
+    print(summary)
+    assert summary.ok, summary
+    assert sum(summary.faults.values()) == 6 and summary.verdict.results["CONFIRMED"] > 0, summary

@@ -12,7 +12,7 @@ from examples.orders import make_samples
 from localkafka.clients import committed_offsets, wait_for
 from tests.feeder import Feeder
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.serial]  # bounds on time: run alone
 PROTOCOLS = ["classic", "consumer"]
 # under the consumer protocol the broker's group settings bound these: a crash waits out
 # group.consumer.session.timeout.ms (45 s), a rebalance takes up to a heartbeat interval

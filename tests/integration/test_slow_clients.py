@@ -16,7 +16,7 @@ from localkafka import free_port
 from localkafka.clients import wait_for
 from tests.http import get
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.serial]  # bounds on time: run alone
 CONNECTIONS = 3000
 WINDOW_S = 12.0
 HOLD_S = 8
