@@ -242,6 +242,35 @@ def test_changelogs_are_prepared_once_kafka_answers_and_not_for_ever(monkeypatch
         changelog.prepare_changelogs(AwayAdmin(10**9), ["in"], ["app-counts-changelog"], -1)
 
 
+class CreationAwayAdmin(RacingAdmin):
+    """The creation request itself fails the first `away` times (the controller restarting)."""
+
+    def __init__(self, away: int):
+        super().__init__()
+        self.away = away
+
+    def list_topics(self, timeout=None):
+        listing = super().list_topics(timeout).topics
+        return SimpleNamespace(topics={**listing, "in": SimpleNamespace(partitions={0: None, 1: None})})
+
+    def create_topics(self, new, operation_timeout=None):
+        if not self.away:
+            return super().create_topics(new, operation_timeout)
+        self.away -= 1
+        future = Future()
+        future.set_exception(KafkaException(KafkaError(KafkaError._TRANSPORT)))
+        return {topic.topic: future for topic in new}
+
+
+def test_a_changelog_creation_kafka_does_not_answer_is_asked_again(monkeypatch):
+    from processor.state import changelog  # noqa: PLC0415
+    monkeypatch.setattr(changelog.time, "sleep", lambda s: None)
+    admin = CreationAwayAdmin(2)
+    assert changelog.prepare_changelogs(admin, ["in"], ["app-counts-changelog"], -1) == {
+        "app-counts-changelog": 86_400_000}
+    assert admin.away == 0
+
+
 def test_a_value_that_cannot_be_stored_dead_letters_its_record_and_none_of_its_writes_stay(tmp_path):
     cluster = FakeCluster(TOPICS | {"app-counts-changelog"})
 
