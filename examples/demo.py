@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from examples.orders import make_samples
@@ -27,15 +29,31 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "example.yaml"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=5000)
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="processor-demo-"))
+@contextmanager
+def demo_broker(prefix: str) -> Iterator[tuple[Path, str]]:
+    """A fresh local broker in a temporary work dir, for one demo: (work dir, bootstrap)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     broker = LocalBroker(workdir / "kafka")
     try:
         bootstrap = broker.start()
         print(f"Kafka {bootstrap} ready in {broker.ready_seconds:.1f}s (data in {workdir})")
+        yield workdir, bootstrap
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def verdict(ok: bool, good: str) -> int:
+    """Say how the demo ended; its exit code."""
+    print(f"OK: {good}" if ok else "MISMATCH: see above")
+    return 0 if ok else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=5000)
+    args = parser.parse_args()
+    with demo_broker("processor-demo-") as (workdir, bootstrap):
         create_topics(bootstrap, ["orders"], partitions=3)
         create_topics(bootstrap, ["orders-enriched", "orders-dlq"], partitions=3)
         samples = make_samples(args.records, poison_per_kind=0.01)
@@ -43,9 +61,6 @@ def main() -> int:
         kinds = Counter(s.kind for s in samples)
         print(f"fed {len(samples)} orders: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
         return run_processor(bootstrap, samples, workdir)
-    finally:
-        broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run_processor(bootstrap: str, samples, workdir: Path) -> int:
@@ -56,9 +71,8 @@ def run_processor(bootstrap: str, samples, workdir: Path) -> int:
     expected_out = sum(1 for s in samples if s.stage is None)
     print(f"read_committed: {len(outputs)} enriched orders (expected {expected_out}), "
           f"{len(dead)} dead letters by stage {dict(sorted(stages.items()))}")
-    ok = code == 0 and len(outputs) == expected_out and len(dead) == len(samples) - expected_out
-    print("OK: every order was processed exactly once" if ok else "MISMATCH: see above")
-    return 0 if ok else 1
+    return verdict(code == 0 and len(outputs) == expected_out and len(dead) == len(samples) - expected_out,
+                   "every order was processed exactly once")
 
 
 def run_until_committed(config: Path, bootstrap: str, group: str, topic: str, workdir: Path,

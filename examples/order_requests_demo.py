@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from collections import Counter
-from pathlib import Path
 
-from examples.demo import ROOT, run_until_committed
+from examples.demo import ROOT, demo_broker, run_until_committed, verdict
 from examples.order_requests import make_requests
-from localkafka import LocalBroker
 from localkafka.clients import create_topics, produce, read_all
 
 CONFIG = ROOT / "config" / "order-requests.yaml"
@@ -27,10 +23,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=2000, help="clients' idempotency keys")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="order-requests-demo-"))
-    broker = LocalBroker(workdir / "kafka")
-    try:
-        bootstrap = broker.start()
+    with demo_broker("order-requests-demo-") as (workdir, bootstrap):
         create_topics(bootstrap, TOPICS, partitions=3)
         requests = make_requests(args.keys)
         produce(bootstrap, "order-requests", requests)
@@ -42,12 +35,8 @@ def main() -> int:
         statuses = Counter(json.loads(r.value)["status"] for r in read_all(bootstrap, "order-responses"))
         print(f"read_committed: {len(created)} orders created for {len(keys)} keys; "
               f"responses {dict(sorted(statuses.items()))} for {len(requests)} requests")
-        ok = code == 0 and len(created) == len(keys) and sum(statuses.values()) == len(requests)
-        print("OK: one order per key, one response per request" if ok else "MISMATCH: see above")
-        return 0 if ok else 1
-    finally:
-        broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        return verdict(code == 0 and len(created) == len(keys) and sum(statuses.values()) == len(requests),
+                       "one order per key, one response per request")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -168,3 +170,25 @@ def lacks_consumer_protocol(error: KafkaError) -> bool:
     """The broker refused KIP-848's heartbeat (a consumer's fatal error, named in its text)."""
     return (is_fatal(error) or error.code() == KafkaError.UNSUPPORTED_VERSION) and \
         "ConsumerGroupHeartbeat" in error.str()
+
+
+T = TypeVar("T")
+ASK_AGAIN_S = 1.0
+
+
+class KafkaAway(Exception):
+    """Kafka did not answer (a broker restarting, say): worth asking again."""
+
+
+def ask_until_answered(ask: Callable[[], T], seconds: float, what: str) -> T:
+    """`ask()`, again every second while it raises KafkaAway, for up to `seconds`; then a
+    FatalError saying `what` failed and why."""
+    give_up = time.monotonic() + seconds
+    while True:
+        try:
+            return ask()
+        except KafkaAway as exc:
+            if time.monotonic() > give_up:
+                raise FatalError(f"{what}: {exc} (Kafka did not answer for {seconds:.0f}s)") from exc
+            logging.getLogger("processor").warning("%s: %s; asking again", what, exc)
+        time.sleep(ASK_AGAIN_S)  # Kafka is away: pace the questions

@@ -12,15 +12,12 @@ read_committed (examples/booking/verify.py).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from examples.booking.deployment import DEAD_LETTERS, Deployment, bookings
 from examples.booking.verify import verify_bookings
-from localkafka import LocalBroker
+from examples.demo import demo_broker, verdict
 from localkafka.clients import wait_for
 
 
@@ -34,11 +31,7 @@ def main() -> int:
     faults = {"BOOKING_DECLINE_RATE": str(args.decline_rate), "BOOKING_SLOW_RATE": str(args.slow_rate),
               "BOOKING_DUPLICATE_RATE": str(args.duplicate_rate), "BOOKING_STEP_TIMEOUT_MS": "3000",
               "BOOKING_SLOW_MS": "6000"}
-    workdir = Path(tempfile.mkdtemp(prefix="booking-demo-"))
-    broker = LocalBroker(workdir / "kafka")
-    try:
-        bootstrap = broker.start()
-        print(f"Kafka {bootstrap} ready in {broker.ready_seconds:.1f}s (data in {workdir})")
+    with demo_broker("booking-demo-") as (workdir, bootstrap):
         deployment = Deployment(bootstrap, workdir, faults)
         deployment.create_topics()
         deployment.start_all()
@@ -50,17 +43,13 @@ def main() -> int:
                  "a result for every booking", interval=1.0)
         elapsed = time.monotonic() - began
         codes = deployment.stop_all()
-        verdict = verify_bookings(bootstrap, [key.decode() for key, _ in requests], DEAD_LETTERS)
+        checked = verify_bookings(bootstrap, [key.decode() for key, _ in requests], DEAD_LETTERS)
         print(f"{len(requests)} bookings ended in {elapsed:.1f}s ({len(requests) / elapsed:.0f}/s); "
               f"exit codes {codes}")
-        print(f"read_committed: {verdict}")
-        print("cancellations by reason: " + ", ".join(f"{n} {r}" for r, n in verdict.reasons.most_common()))
-        ok = verdict.ok and not any(codes.values())
-        print("OK: every booking ended once, with its reservations settled" if ok else "MISMATCH: see above")
-        return 0 if ok else 1
-    finally:
-        broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"read_committed: {checked}")
+        print("cancellations by reason: " + ", ".join(f"{n} {r}" for r, n in checked.reasons.most_common()))
+        return verdict(checked.ok and not any(codes.values()),
+                       "every booking ended once, with its reservations settled")
 
 
 if __name__ == "__main__":

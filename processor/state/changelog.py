@@ -7,15 +7,13 @@ partition must find its changes in the changelog partition of the same number.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from processor.kafka import UNREACHABLE, FatalError, kafka_error
+from processor.kafka import UNREACHABLE, FatalError, KafkaAway, ask_until_answered, kafka_error
 
-log = logging.getLogger("processor.state")
 
 TIMEOUT_S = 30.0
 PREPARE_S = 120.0  # Kafka away at start (a broker restarting): ask again this long
@@ -23,10 +21,6 @@ DEFAULT_DELETE_RETENTION_MS = 86_400_000
 _DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
            KafkaError.POLICY_VIOLATION}
 _AWAY = UNREACHABLE | {KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER}
-
-
-class KafkaAway(Exception):
-    """Kafka did not answer (a broker restarting, say): worth asking again."""
 
 
 def away(error: KafkaError) -> bool:
@@ -41,8 +35,7 @@ def prepare_changelogs(admin: AdminClient, input_topics: list[str], topics: list
                        replication_factor: int) -> dict[str, int]:
     """`ensure_changelogs` for partitions like the inputs', asked again while Kafka is away
     (up to `PREPARE_S`); FatalError when they do not fit."""
-    give_up = time.monotonic() + PREPARE_S
-    while True:
+    def prepare() -> dict[str, int]:
         try:
             return ensure_changelogs(admin, topics, input_partitions(admin, input_topics),
                                      replication_factor)
@@ -50,13 +43,9 @@ def prepare_changelogs(admin: AdminClient, input_topics: list[str], topics: list
             error = kafka_error(exc)
             if not away(error):
                 raise FatalError(f"cannot prepare the changelog topics: {error.str()}") from exc
-            why = f"cannot prepare the changelog topics: {error.str()}"
-        except KafkaAway as exc:
-            why = str(exc)
-        if time.monotonic() > give_up:
-            raise FatalError(f"{why} (Kafka did not answer for {PREPARE_S:.0f}s)")
-        log.warning("%s; asking again", why)
-        time.sleep(1.0)  # Kafka is away: pace the questions
+            raise KafkaAway(error.str()) from exc
+
+    return ask_until_answered(prepare, PREPARE_S, "cannot prepare the changelog topics")
 
 
 def input_partitions(admin: AdminClient, topics: list[str]) -> int:

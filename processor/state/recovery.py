@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from processor.kafka import FatalError, kafka_error
+from processor.kafka import FatalError, KafkaAway, ask_until_answered, kafka_error
 from processor.state.store import StorePartition, wall_ms
 
 log = logging.getLogger("processor.state")
@@ -39,16 +39,14 @@ CONSUMER_SETTINGS = {"isolation.level": "read_committed", "enable.auto.commit": 
 def _watermarks(consumer: Consumer, tp: TopicPartition, store: StorePartition) -> tuple[int, int]:
     """The changelog partition's offsets, asked again while Kafka does not answer (a broker
     restarting), for up to `STALL_S`."""
-    give_up = time.monotonic() + STALL_S
-    while True:
+    def ask() -> tuple[int, int]:
         try:
             return consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S)
         except KafkaException as exc:
-            if time.monotonic() > give_up:
-                raise FatalError(f"recovering {store!r}: cannot read the end of {tp.topic} "
-                                 f"[{tp.partition}]: {kafka_error(exc).str()}") from exc
-            log.warning("recovering %r: %s; asking again", store, kafka_error(exc).str())
-            time.sleep(1.0)  # Kafka is away: pace the questions
+            raise KafkaAway(kafka_error(exc).str()) from exc
+
+    return ask_until_answered(ask, STALL_S, f"recovering {store!r}: cannot read the end of "
+                                            f"{tp.topic} [{tp.partition}]")
 
 
 def start_offset(store: StorePartition, low: int, high: int, retention_ms: int) -> tuple[int, bool]:
