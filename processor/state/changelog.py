@@ -14,7 +14,6 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from processor.kafka import UNREACHABLE, FatalError, KafkaAway, ask_until_answered, kafka_error
 
-
 TIMEOUT_S = 30.0
 PREPARE_S = 120.0  # Kafka away at start (a broker restarting): ask again this long
 DEFAULT_DELETE_RETENTION_MS = 86_400_000
