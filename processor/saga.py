@@ -205,8 +205,8 @@ class Saga:
     def _count(self, store, before: str | None, after: str) -> None:
         """Move one saga from state `before` to `after` in the counts `processor_sagas` shows."""
         counts = store.get(f"{self.name}/{_COUNTS}") or {}
-        if before is not None:
-            counts[before] -= 1
+        if before is not None:  # absent if the counts outlived the store's ttl_ms unchanged
+            counts[before] = max(counts.get(before, 0) - 1, 0)
         counts[after] = counts.get(after, 0) + 1
         store.set(f"{self.name}/{_COUNTS}", {label: n for label, n in counts.items() if n})
 

@@ -156,3 +156,10 @@ def test_a_saga_needs_steps_with_distinct_names():
         Saga("empty", "sagas", [], on_end=ended)
     with pytest.raises(ValueError, match="same name"):
         Saga("twice", "sagas", [Step("a", command, command), Step("a", command, command)], on_end=ended)
+
+
+def test_counts_that_expired_while_a_saga_waited_do_not_fail_its_next_move(trip):
+    trip.start()
+    trip.stores.partition("sagas", 0).delete(f"{trip.saga.name}/#counts")  # gone with the store's ttl_ms
+    assert steps_of(trip.reply("hotel")) == [("flight", "do")]
+    assert trip.counts() == {"running:flight": 1}
