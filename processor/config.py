@@ -227,9 +227,9 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _state_is_sequential(self) -> Config:
-        if self.state.stores and self.processing.concurrency > 1:
-            raise ValueError("state stores need processing.concurrency 1 (records of a partition "
-                             "must see each other's writes in order)")
+        if (self.state.stores or self.state.timers) and self.processing.concurrency > 1:
+            raise ValueError("state stores and timers need processing.concurrency 1 (records of a "
+                             "partition must see each other's writes in order)")
         return self
 
     @classmethod

@@ -253,10 +253,24 @@ def test_check_validates_the_state_section(tmp_path, capsys):
         "state: {stores: {'bad name': {}}}\n": "state.stores.bad name.[key]: String should match pattern",
         "state: {stores: {counts: {ttl_ms: 0}}}\n": "state.stores.counts.ttl_ms: Input should be greater than 0",
         "state: {stores: {counts: {}}}\nprocessing: {concurrency: 4}\n":
-            "state stores need processing.concurrency 1",
+            "state stores and timers need processing.concurrency 1",
+        "state: {timers: true}\nprocessing: {concurrency: 4}\n":
+            "state stores and timers need processing.concurrency 1",
+        "state: {stores: {__timers: {}}}\n": "state: store names starting with __ are the processor's own",
     }
     for section, expected in cases.items():
         code, lines = check(tmp_path, VALID + section, capsys)
         assert code == 2 and len(lines) == 1 and lines[0].startswith(expected), (section, lines)
     code, lines = check(tmp_path, VALID + f"state: {{dir: {tmp_path}/ok, stores: {{counts: {{ttl_ms: 1000}}}}}}\n", capsys)
+    assert code == 0, lines
+
+
+def test_check_says_what_a_saga_needs_of_the_state_section(tmp_path, capsys):
+    saga_module = VALID.replace("examples.enrich:transform", "tests.saga_transform:transform")
+    code, lines = check(tmp_path, saga_module + f"state: {{dir: {tmp_path}/s}}\n", capsys)
+    assert code == 2 and lines == [
+        "state.stores: saga 'check-transfer' keeps its sagas in store 'sagas': declare it",
+        "state.timers: saga 'check-transfer' needs timers: set it to true"], lines
+    code, lines = check(tmp_path, saga_module + f"state: {{dir: {tmp_path}/s, timers: true, stores: {{sagas: {{}}}}}}\n",
+                        capsys)
     assert code == 0, lines
