@@ -265,12 +265,22 @@ def test_check_validates_the_state_section(tmp_path, capsys):
     assert code == 0, lines
 
 
-def test_check_says_what_a_saga_needs_of_the_state_section(tmp_path, capsys):
-    saga_module = VALID.replace("examples.enrich:transform", "tests.saga_transform:transform")
-    code, lines = check(tmp_path, saga_module + f"state: {{dir: {tmp_path}/s}}\n", capsys)
+@pytest.fixture
+def fresh_saga_module():
+    """The saga transform's module imported afresh, and forgotten after (a process defines its
+    sagas once: SAGAS is process-wide)."""
+    yield
+    from processor.saga import SAGAS  # noqa: PLC0415
+    SAGAS.pop("check-transfer", None)
+    sys.modules.pop("tests.saga_transform", None)
+
+
+def test_check_says_what_a_saga_needs_of_the_state_section(tmp_path, capsys, fresh_saga_module):
+    saga_app = VALID.replace("examples.enrich:transform", "tests.saga_transform:transform")
+    code, lines = check(tmp_path, saga_app + f"state: {{dir: {tmp_path}/s}}\n", capsys)
     assert code == 2 and lines == [
         "state.stores: saga 'check-transfer' keeps its sagas in store 'sagas': declare it",
         "state.timers: saga 'check-transfer' needs timers: set it to true"], lines
-    code, lines = check(tmp_path, saga_module + f"state: {{dir: {tmp_path}/s, timers: true, stores: {{sagas: {{}}}}}}\n",
+    code, lines = check(tmp_path, saga_app + f"state: {{dir: {tmp_path}/s, timers: true, stores: {{sagas: {{}}}}}}\n",
                         capsys)
     assert code == 0, lines
