@@ -222,7 +222,11 @@ class Engine:
         """After librdkafka issue 5586: commit what is open, then fetch every partition again
         from its committed offset; False while the coordinator does not tell them (asked
         again next turn)."""
-        self.tx.commit_or_abort()
+        if self.tx.open is not None:
+            try:
+                self.tx.commit()
+            except AbortTransaction as exc:  # rewound: consistent even if the fetch waits
+                self.tx.abort([], exc)
         partitions = [TopicPartition(t, p) for t, p in sorted(self.tx.assigned)]
         try:
             starts = committed_starts(self.consumer, partitions, self.tx.auto_offset_reset)

@@ -42,8 +42,8 @@ class FakeConsumer:
         self.on_consume()
         if self.cluster.faults.get("consume") and sum(self.position.values()) >= self.cluster.consume_faults_after:
             error = self.cluster.faults["consume"].pop(0).args[0]
-            if "Failed to fetch committed offsets" in error.str():
-                self.stalled = set(self.logs)
+            if "Failed to fetch committed offsets" in error.str():  # those never fetched yet
+                self.stalled = {tp for tp, position in self.position.items() if position == 0}
             return [Message(error=error)]  # as librdkafka tells
         if not self.assigned:
             self.assigned = True
@@ -77,6 +77,7 @@ class FakeConsumer:
         return "group-metadata"
 
     def committed(self, partitions, timeout=None):
+        self.cluster.raise_if("committed")
         return [TopicPartition(tp.topic, tp.partition,
                                self.cluster.offsets.get((tp.topic, tp.partition), -1001),
                                metadata=self.cluster.metadata.get((tp.topic, tp.partition)) or "")

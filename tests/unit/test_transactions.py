@@ -288,12 +288,23 @@ def test_a_consumer_fenced_as_a_static_member_is_told_apart():
     assert is_fatal(other) and not is_fenced(other)
 
 
-def test_partitions_whose_committed_offsets_the_consumer_lost_are_fetched_again_once():
-    """librdkafka issue 5586: the consumer stops fetching, says so once; nothing is lost or doubled."""
+@pytest.mark.parametrize("trouble", [False, True])
+def test_partitions_whose_committed_offsets_the_consumer_lost_are_fetched_again_once(trouble):
+    """librdkafka issue 5586: the consumer stops fetching, says so once; nothing is lost or
+    doubled, also when (`trouble`) the open transaction aborts and the coordinator does not
+    tell the committed offsets at once."""
     cluster, records = FakeCluster(TOPICS), inputs()
     lost = KafkaError(KafkaError.NOT_COORDINATOR, 'Failed to fetch committed offsets for 0 partition(s) '
                       'in group "app": Broker: Not coordinator')
     cluster.faults["consume"] = [KafkaException(lost)]
     cluster.consume_faults_after = 50
-    run(records, lambda r: r.value, cluster, max_batch=7)
+    injected = []
+
+    def once_stalled(consumer):  # the commit right after the stall aborts, the offsets wait
+        if trouble and consumer.stalled and not injected:
+            injected.append(1)
+            cluster.faults["committed"] = [error(KafkaError.COORDINATOR_NOT_AVAILABLE)] * 2
+            cluster.faults["commit_transaction"] = [error(KafkaError._TIMED_OUT_QUEUE, txn_requires_abort=True)]
+    run(records, lambda r: r.value, cluster, max_batch=7, on_consume=once_stalled)
+    assert bool(injected) == trouble
     assert values(cluster, "out") == every_value(records)
