@@ -1,4 +1,4 @@
-"""`processor run -c FILE` and `processor check -c FILE [--connect]`."""
+"""`processor run -c FILE`, `processor check -c FILE [--connect]`, `processor dlq ...`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("-c", "--config", required=True, help="the YAML config file")
     check.add_argument("--connect", action="store_true",
                        help="also check that the brokers answer and the topics exist")
+    from processor.dlq.arguments import add_dlq_parser  # noqa: PLC0415 - argparse only
+    add_dlq_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "dlq":
+        from processor.dlq.command import main as dlq  # noqa: PLC0415
+        return dlq(args)
     stopping = _stop_on_signals() if args.command == "run" else threading.Event()
     from processor import app  # noqa: PLC0415 - after the signal handlers, see _stop_on_signals
 
