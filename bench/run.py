@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from bench.latency import measure
 from examples.orders import make_samples
@@ -152,6 +152,55 @@ def run_one(bootstrap: str, command, source: str, workdir: Path) -> tuple[float,
         proc.wait()
         watch.close()
     return total / (ended - began[0]), peak_mb
+
+
+def naive_txn_rate(bootstrap: str, source: str, workdir: Path) -> float:
+    """The naive transactional loop's records/s over `source`: a round's baseline."""
+    rate, _ = run_one(bootstrap, lambda src, dst, group: [sys.executable, "-m", "bench.naive_copy", "txn",
+                                                          bootstrap, src, dst, group], source, workdir)
+    return rate
+
+
+def record_times(bootstrap: str, topic: str) -> list[int]:
+    """When each record of `topic` was produced (ms): the rate comes from the records (the
+    first command sent to the last result), not from polling."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("times"),
+                         "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                         "enable.partition.eof": True})
+    consumer.subscribe([topic])
+    stamps, ended = [], set()
+    try:
+        while len(ended) < PARTITIONS:
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is None:
+                    stamps.append(msg.timestamp()[1])
+                elif msg.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(msg.partition())
+    finally:
+        consumer.close()
+    return stamps
+
+
+class Rounds:
+    """One contender's rate per round and its ratio to the naive loop of the same round."""
+
+    def __init__(self, what: str):
+        self.what, self.rates, self.ratios = what, [], []
+
+    def add(self, rate: float, naive: float) -> None:
+        self.rates.append(rate)
+        self.ratios.append(rate / naive)
+        print(f"round {len(self.rates)}: {rate:10,.0f} {self.what}/s; naive-txn {naive:10,.0f} records/s; "
+              f"ratio {rate / naive:.4f}", flush=True)
+
+    def summarize(self, path: Path, facts: dict) -> None:
+        """Print the medians; write them to `path`."""
+        rate, ratio = statistics.median(self.rates), statistics.median(self.ratios)
+        print(f"\n{self.what}/s (median of {len(self.rates)}): {rate:,.0f}, {ratio:.4f} of the naive "
+              f"transactional loop's records/s")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**facts, "partitions": PARTITIONS, "per_s": rate, "ratio_to_naive_txn": ratio,
+                                    "rates_by_round": [round(r) for r in self.rates]}, indent=2))
 
 
 def peak_rss_mb(pid: int) -> float:

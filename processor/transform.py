@@ -12,6 +12,8 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 Headers = list[tuple[str, bytes]]
+REPLAY_PREFIX = "__processor.replay."  # headers of a dead letter sent back (processor/dlq/replay.py)
+_REPLAYED_KEY = REPLAY_PREFIX + "idempotency_key"
 
 
 class Poison(Exception):
@@ -53,7 +55,8 @@ class _Call:
 class Record(_Call):
     """One input record as the transform sees it: `key` and `value` decoded; `headers`,
     `topic`, `partition`, `offset`, `timestamp` (ms or None) as consumed; and
-    `idempotency_key`, the same for this record after any retry, abort, crash or rebalance.
+    `idempotency_key`, the same for this record after any retry, abort, crash or rebalance,
+    and after its dead letter is replayed.
     Fields other than key and value are read from the message only when asked for."""
 
     __slots__ = ("key", "value", "_msg")
@@ -84,7 +87,11 @@ class Record(_Call):
 
     @property
     def idempotency_key(self) -> str:
+        """The first attempt's, for a dead letter sent back (`processor dlq replay`)."""
         msg = self._msg
+        for name, value in msg.headers() or ():
+            if name == _REPLAYED_KEY:
+                return value.decode("utf-8", "replace")
         return f"{self._app_id}:{msg.topic()}:{msg.partition()}:{msg.offset()}"
 
     def __repr__(self) -> str:

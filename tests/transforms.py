@@ -91,3 +91,12 @@ def remind_later(call):
     seq = call.value["seq"]
     call.timers.schedule("remind", after_ms=REMIND_AFTER_MS, key=f"r{seq}", payload=seq)
     return None
+
+
+def fragile(record):
+    """Fails every tenth `{"seq": i}` (ValueError) until FRAGILE_FIXED=1; outputs the seq with
+    the record's idempotency key (a replayed dead letter must bring its first one)."""
+    seq = record.value["seq"]
+    if os.environ.get("FRAGILE_FIXED") != "1" and seq % 10 == 0:
+        raise ValueError(f"seq {seq} is not handled yet")
+    return {"seq": seq, "idempotency_key": record.idempotency_key}

@@ -18,6 +18,17 @@ def add_dlq_parser(commands) -> None:
         add_filter_arguments(action)
         if name == "stats":
             action.add_argument("--json", action="store_true", help="JSON instead of a table")
+    replay = actions.add_parser("replay", help="send dead letters back to their origin, exactly once")
+    replay.add_argument("-c", "--config", required=True, help="the YAML config file")
+    replay.add_argument("--topic", help="another dead-letter topic than the config's")
+    add_filter_arguments(replay)
+    replay.add_argument("--to", help="this topic instead of each letter's origin topic")
+    replay.add_argument("--id", help="the replay's name: run again with it to go on after a stop "
+                                     "(default: a new one, printed)")
+    replay.add_argument("--dry-run", action="store_true", help="print what would be sent, send nothing")
+    replay.add_argument("--rate", type=float, help="at most this many dead letters per second")
+    replay.add_argument("--include-foreign", action="store_true",
+                        help="also records without the processor's headers (needs --to)")
 
 
 def add_filter_arguments(parser) -> None:

@@ -1,4 +1,4 @@
-"""`processor dlq stats|list|show -c FILE [filters]`: the dead-letter topic of a config.
+"""`processor dlq stats|list|show|replay -c FILE [filters]`: the dead-letter topic of a config.
 
 Exit 0 (also when no dead letter matches: it says so), 1 when Kafka does not answer, 2 for a
 bad config, filter or an unknown topic, with one line.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from confluent_kafka import KafkaException
 
 from processor.codecs import build_codec
 from processor.config import ConfigError, load_config
-from processor.dlq.letters import UnknownTopic, read_letters
+from processor.dlq.letters import UnknownTopic, read_letters, topic_exists
+from processor.dlq.replay import Replay, ReplayError
 from processor.dlq.report import line, show, stats, stats_table
 from processor.dlq.arguments import SHOW_LIMIT
 from processor.dlq.select import BadFilter, Selection
@@ -34,6 +36,8 @@ def main(args) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     topic = args.topic or config.dead_letter.topic
+    if args.action == "replay":
+        return replay(args, config, topic, selection)
     if args.action == "show" and selection.limit is None:
         selection = Selection(**{**selection.__dict__, "limit": SHOW_LIMIT})
     try:
@@ -58,3 +62,50 @@ def main(args) -> int:
     codec = build_codec(config.input.value)
     print("\n\n".join(show(letter, topic, codec, config.input.value.format) for letter in letters))
     return EXIT_OK
+
+
+def replay(args, config, topic: str, selection: Selection) -> int:
+    if args.include_foreign and not args.to:
+        print("--include-foreign needs --to: records without the processor's headers have no origin",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.rate is not None and args.rate <= 0:
+        print("--rate must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    settings = client_settings(config)
+    replay_id = args.id or time.strftime("replay-%Y%m%dT%H%M%S", time.gmtime())
+    job = Replay(settings, config.app_id, topic, replay_id, selection, args.to, args.include_foreign,
+                 args.rate, progress=_progress if sys.stderr.isatty() else None)
+    try:
+        for name in {topic, *([args.to] if args.to else [])}:
+            if not topic_exists(settings, name):
+                print(f"topic {name!r} does not exist (or this client may not describe it)", file=sys.stderr)
+                return EXIT_USAGE
+        if args.dry_run:
+            plan = job.plan(read_letters(settings, topic))
+            for letter, (target, partition) in plan:
+                print(f"{line(letter)}\n{'':12s}-> {target}{'' if partition is None else f' [{partition}]'}")
+            print(f"dry run: {len(plan)} dead letters would be replayed" if plan else
+                  f"no dead letter in {topic} matches")
+            return EXIT_OK
+        summary = job.run()
+    except KafkaException as exc:
+        print(f"replay {replay_id!r} stopped: {kafka_error(exc).str()} (run again with --id {replay_id})",
+              file=sys.stderr)
+        return EXIT_KAFKA
+    except ReplayError as exc:
+        print(f"replay {replay_id!r} stopped: {exc}", file=sys.stderr)
+        return EXIT_KAFKA
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if not summary.read:
+        print(f"no dead letter in {topic} to replay: replay {replay_id!r} is at the end")
+        return EXIT_OK
+    print(summary)
+    if not summary.replayed:
+        print(f"no dead letter in {topic} matches")
+    return EXIT_OK
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\r  {done:,} of ~{total:,} dead letters read", end="", file=sys.stderr, flush=True)

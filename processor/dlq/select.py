@@ -51,7 +51,7 @@ class Selection:
                    parse_time(args.until) if args.until else None, args.key, grep, args.limit)
 
     def matches(self, letter: Letter) -> bool:
-        origin = letter.origin
+        origin = letter.origin if self.origin_topic is not None or self.partition is not None else None
         return ((self.stage is None or letter.error("stage") == self.stage)
                 and (self.exception is None or letter.error("exception") == self.exception)
                 and (self.origin_topic is None or (origin is not None and origin[0] == self.origin_topic))

@@ -92,3 +92,27 @@ def test_list_is_one_line_each_and_show_decodes_what_it_can():
     shown = show(good, "dlq", JsonCodec(), "json")
     assert 'value:     {"amount": -5}' in shown and "stacktrace:" in shown and "Poison" in shown
     assert "(not json:" in show(garbage, "dlq", JsonCodec(), "json")
+
+
+def test_a_replayed_record_keeps_its_headers_and_its_first_idempotency_key():
+    from processor.dlq.replay import replay_context, replayed_headers  # noqa: PLC0415
+    first = letter(7, headers=[("trace", b"abc")])
+    headers = dict(replayed_headers(first, "dlq", replay_context("fix-1")))
+    assert headers["trace"] == b"abc" and not any(name.startswith("__processor.errors.") for name in headers)
+    assert headers["__processor.replay.idempotency_key"] == b"app:orders:1:7"
+    assert (headers["__processor.replay.topic"], headers["__processor.replay.offset"]) == (b"orders", b"7")
+    assert headers["__processor.replay.dead_letter"] == b"dlq [0] @7" and headers["__processor.replay.id"] == b"fix-1"
+    # replayed, failed again at offset 40 of the origin, dead-lettered, replayed again
+    again = letter(40, headers=list(replayed_headers(first, "dlq", replay_context("fix-1"))))
+    second = replayed_headers(again, "dlq", replay_context("fix-2"))
+    assert dict(second)["__processor.replay.idempotency_key"] == b"app:orders:1:7"
+    assert [name for name, _ in second].count("__processor.replay.id") == 1 and dict(second)["trace"] == b"abc"
+
+
+def test_the_transform_sees_the_first_attempts_idempotency_key():
+    from processor.transform import Record  # noqa: PLC0415
+    record_of = Record.of_app("app")
+    plain = record_of(b"k", b"v", message("orders", 1, 40, b"k", b"v"))
+    replayed = record_of(b"k", b"v", message("orders", 1, 40, b"k", b"v",
+                                             [("__processor.replay.idempotency_key", b"app:orders:1:7")]))
+    assert (plain.idempotency_key, replayed.idempotency_key) == ("app:orders:1:40", "app:orders:1:7")
