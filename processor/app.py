@@ -81,6 +81,7 @@ def run(config_path: str, stopping: threading.Event) -> int:
     try:
         config = load_config(config_path)
         metrics = Metrics()
+        metrics.start_at_zero(config.input.topics)
         stores = build_stores(config, metrics, hooks)
         pipeline = build_pipeline(config, metrics, stores)
     except ConfigError as exc:
@@ -117,11 +118,15 @@ def run(config_path: str, stopping: threading.Event) -> int:
     def problem() -> str | None:
         return "stopping" if stopping.is_set() else hangs.problem() or transactions.streak.problem()
 
+    def ready() -> bool:  # asked before each snapshot of the metrics: the gauge goes with it
+        is_ready = engine.ready.is_set() and not (stores and stores.recovering)
+        metrics.ready.set(1 if is_ready else 0)
+        return is_ready
+
     if config.metrics.enabled:
         try:
             server = EndpointServer(config.metrics.host, config.metrics.port, metrics.registry,
-                                    problem=problem, ready=lambda: engine.ready.is_set() and not
-                                    (stores and stores.recovering))
+                                    problem=problem, ready=ready)
         except OSError as exc:  # taken since `check`, or a host that is not ours
             log.error("stopping: cannot serve metrics on %s:%d: %s", config.metrics.host,
                       config.metrics.port, exc.strerror or exc)

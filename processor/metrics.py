@@ -48,10 +48,21 @@ class Metrics:
         self.state_restored = Counter("processor_state_restored_records",
                                       "Changelog records applied while recovering stores",
                                       ["store"], registry=r)
+        self.ready = Gauge("processor_ready", "1 while /readyz answers 200 (partitions assigned, "
+                           "stores recovered), else 0", registry=r)
         self.sagas = Gauge("processor_sagas", "Sagas of the partitions held here by state: "
                            "running:<step>, compensating:<step>, stuck (running too long), and "
                            "confirmed, cancelled (ended)", ["saga", "state"], registry=r)
         self.totals: Tally = Tally()  # for the summary logged at exit
+
+    def start_at_zero(self, input_topics: list[str]) -> None:
+        """Export the counters alerts take `increase()` of at 0 from the start: a series that
+        first appears at 3 shows no increase, and its alert would never fire."""
+        for topic in input_topics:
+            for stage in ("deserialize", "transform", "serialize", "produce"):
+                self.dead_lettered.labels(topic, stage)
+        for outcome in ("committed", "aborted"):
+            self.transactions.labels(outcome)
 
     def committed(self, consumed: Tally, produced: Tally, dead_lettered: Tally,
                   inputs: int, seconds: float) -> None:

@@ -41,7 +41,7 @@ class Deployment:
         self.bootstrap, self.workdir, self.faults = bootstrap, workdir, faults or {}
         self.partitions = partitions
         self.procs: dict[str, subprocess.Popen] = {}
-        self.starts = 0
+        self.metrics_ports: dict[str, int] = {}
 
     def create_topics(self) -> None:
         create_topics(self.bootstrap, [*TOPICS, DEAD_LETTERS], partitions=self.partitions)
@@ -49,10 +49,10 @@ class Deployment:
     def start(self, role: str) -> None:
         """Start `role` (again: the same instance id, so it fences what is left of the last)."""
         config = "booking-orchestrator.yaml" if role == "orchestrator" else "booking-service.yaml"
-        env = {**os.environ, "KAFKA_BOOTSTRAP": self.bootstrap, "METRICS_PORT": str(free_port()),
+        self.metrics_ports[role] = free_port()
+        env = {**os.environ, "KAFKA_BOOTSTRAP": self.bootstrap, "METRICS_PORT": str(self.metrics_ports[role]),
                "STATE_DIR": str(self.workdir / "state" / role), "BOOKING_SERVICE": role,
                "PROCESSOR__INSTANCE_ID": "i1", **self.faults}
-        self.starts += 1
         with open(self.workdir / f"{role}.log", "ab") as log:
             self.procs[role] = subprocess.Popen(
                 [sys.executable, "-m", "processor", "run", "-c", str(ROOT / "config" / config)],

@@ -35,6 +35,8 @@ def test_scraped_counters_equal_what_was_committed(pipe, processors):
     for stage in ("deserialize", "transform", "serialize"):
         expected = sum(1 for s in samples if s.stage == stage)
         assert dead[(("stage", stage), ("topic", p.input))] == expected
+    assert dead[(("stage", "produce"), ("topic", p.input))] == 0  # exported from the start, for alerts
     assert values[("processor_transactions_total", (("outcome", "committed"),))] >= 1
+    assert values[("processor_ready", ())] == 1
     lags = [v for (name, _), v in values.items() if name == "processor_consumer_lag"]
     assert lags and all(v == 0 for v in lags)
