@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from examples.enrich import transform as enrich
 from processor.transform import Output, Poison, Timer
 
 
@@ -100,3 +101,12 @@ def fragile(record):
     if os.environ.get("FRAGILE_FIXED") != "1" and seq % 10 == 0:
         raise ValueError(f"seq {seq} is not handled yet")
     return {"seq": seq, "idempotency_key": record.idempotency_key}
+
+
+def oversized_sometimes(record):
+    """examples.enrich, but a singled-out good order's output is over Kafka's 1 MB limit: with
+    the samples' poison, dead letters of every stage (the broker refuses those: `produce`)."""
+    out = enrich(record)
+    if singled_out(out["order_id"]):
+        out["customer_id"] = "x" * 2_000_000
+    return out

@@ -14,12 +14,14 @@ from collections import Counter
 
 import pytest
 
+from examples.orders import make_samples
 from localkafka.clients import produce, read_all, wait_for
 from processor.deadletter import Failure, dead_letter
 from processor.transform import Poison
 from tests.counts import feed
 from tests.messages import message
 from tests.processes import ROOT
+from tests.transforms import singled_out
 
 pytestmark = pytest.mark.kafka
 JSON_IN = {"key": {"format": "string"}, "value": {"format": "json"}}
@@ -34,6 +36,28 @@ def dlq(*argv: str, env: dict | None = None, timeout: float = 120) -> subprocess
 def fragile(pipe):
     return pipe(partitions=3, transform="tests.transforms:fragile", input_codec=JSON_IN,
                 output_value={"format": "json"})
+
+
+def test_dead_letters_of_every_stage_are_counted_and_listed(pipe, processors):
+    p = pipe(partitions=3, transform="tests.transforms:oversized_sometimes")
+    samples = make_samples(3_000, poison_per_kind=0.01, seed=21)
+    p.feed(samples)
+    p.drain(processors(p.config, "i1"))
+    expected = Counter(s.stage for s in samples if s.stage is not None)
+    expected["produce"] = sum(1 for s in samples if s.stage is None and singled_out(s.order_id))
+    assert all(expected[stage] for stage in ("deserialize", "transform", "serialize", "produce")), expected
+    stats = dlq("stats", "-c", str(p.config), "--json")
+    assert stats.returncode == 0, stats.stderr
+    counts = json.loads(stats.stdout)
+    assert counts["by_stage"] == dict(expected) and counts["foreign"] == 0
+    assert counts["by_origin"] == {f"{p.input} [{n}]": sum(1 for r in read_all(p.bootstrap, p.dead_letter)
+                                                           if r.headers["__processor.errors.partition"] == b"%d" % n)
+                                   for n in range(3)}
+    for stage, n in expected.items():
+        listed = dlq("list", "-c", str(p.config), "--stage", stage).stdout.splitlines()
+        assert len(listed) == n and all(f"  {stage}" in row for row in listed), (stage, listed[:3])
+    table = dlq("stats", "-c", str(p.config)).stdout
+    assert f"{sum(expected.values())} dead letters in {p.dead_letter}" in table
 
 
 def test_dead_letters_are_counted_listed_shown_and_replayed_once_after_the_fix(fragile, processors):
