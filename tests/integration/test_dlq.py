@@ -138,6 +138,9 @@ def test_bad_replays_are_one_line(pipe):
     assert unknown.returncode == 2 and "'no-such-topic' does not exist" in unknown.stderr
     gone = dlq("replay", "-c", str(p.config), "--id", "gone")
     assert gone.returncode == 1 and "topic 'orders' does not exist" in gone.stderr, gone.stderr
+    missing = dlq("list", "-c", str(p.config), "--topic", "no-such-dlq")
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        "topic 'no-such-dlq' does not exist (or this client may not describe it)")
     dry = dlq("replay", "-c", str(p.config), "--to", p.output, "--dry-run")
     assert dry.returncode == 0 and "dry run: 3 dead letters would be replayed" in dry.stdout
     assert read_all(p.bootstrap, p.output) == []
