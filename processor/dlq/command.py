@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 
 from confluent_kafka import KafkaException
 
 from processor.codecs import build_codec
 from processor.config import ConfigError, load_config
-from processor.dlq.letters import UnknownTopic, read_letters, topic_exists
+from processor.dlq.letters import Letter, UnknownTopic, read_letters, topic_exists
 from processor.dlq.replay import Replay, ReplayError
 from processor.dlq.report import line, show, stats, stats_table
 from processor.dlq.arguments import SHOW_LIMIT
@@ -41,26 +42,34 @@ def main(args) -> int:
     if args.action == "show" and selection.limit is None:
         selection = Selection(**{**selection.__dict__, "limit": SHOW_LIMIT})
     try:
-        letters = selection.pick(read_letters(client_settings(config), topic))
+        return _report(args, config, topic, selection.pick(read_letters(client_settings(config), topic)))
     except UnknownTopic as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     except KafkaException as exc:
         print(f"cannot read {topic!r}: {kafka_error(exc).str()}", file=sys.stderr)
         return EXIT_KAFKA
+
+
+def _report(args, config, topic: str, letters: Iterator[Letter]) -> int:
+    """Print as the letters come: a topic of millions is never held in memory (`show` holds
+    its `--limit`)."""
     if args.action == "stats":
         counts = stats(letters, topic)
         print(json.dumps(counts, indent=2) if args.json else stats_table(counts))
         return EXIT_OK
-    if not letters:
-        print(f"no dead letter in {topic} matches")
-        return EXIT_OK
     if args.action == "list":
+        listed = 0
         for letter in letters:
             print(line(letter))
-        return EXIT_OK
-    codec = build_codec(config.input.value)
-    print("\n\n".join(show(letter, topic, codec, config.input.value.format) for letter in letters))
+            listed += 1
+    else:
+        codec = build_codec(config.input.value)
+        shown = [show(letter, topic, codec, config.input.value.format) for letter in letters]
+        print("\n\n".join(shown))
+        listed = len(shown)
+    if not listed:
+        print(f"no dead letter in {topic} matches")
     return EXIT_OK
 
 
@@ -82,10 +91,11 @@ def replay(args, config, topic: str, selection: Selection) -> int:
                 print(f"topic {name!r} does not exist (or this client may not describe it)", file=sys.stderr)
                 return EXIT_USAGE
         if args.dry_run:
-            plan = job.plan(read_letters(settings, topic))
-            for letter, (target, partition) in plan:
+            planned = 0
+            for letter, (target, partition) in job.plan(read_letters(settings, topic)):
                 print(f"{line(letter)}\n{'':12s}-> {target}{'' if partition is None else f' [{partition}]'}")
-            print(f"dry run: {len(plan)} dead letters would be replayed" if plan else
+                planned += 1
+            print(f"dry run: {planned} dead letters would be replayed" if planned else
                   f"no dead letter in {topic} matches")
             return EXIT_OK
         summary = job.run()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -125,16 +125,16 @@ class Replay:
         topic, partition, _ = letter.origin
         return topic, partition
 
-    def plan(self, letters) -> list[tuple[Letter, tuple[str, int | None]]]:
-        """What a dry run would send."""
-        chosen = []
+    def plan(self, letters: Iterable[Letter]) -> Iterator[tuple[Letter, tuple[str, int | None]]]:
+        """What a dry run would send, and where, as the letters come."""
+        chosen = 0
         for letter in letters:
             where = self.target(letter)
             if where is not None:
-                chosen.append((letter, where))
-                if self.selection.limit is not None and len(chosen) >= self.selection.limit:
-                    break
-        return chosen
+                yield letter, where
+                chosen += 1
+                if self.selection.limit is not None and chosen >= self.selection.limit:
+                    return
 
     def run(self) -> ReplaySummary:
         began = time.monotonic()

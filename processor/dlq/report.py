@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from processor.codecs import Codec
@@ -16,21 +17,28 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def stats(letters: list[Letter], topic: str) -> dict:
-    """Counts by stage, exception and origin, and the first and last dead-lettering times."""
-    times = [letter.timestamp_ms for letter in letters]
-    return {
-        "topic": topic,
-        "dead_letters": len(letters),
-        "foreign": sum(letter.foreign for letter in letters),
-        "first": _iso(min(times)) if times else None,
-        "last": _iso(max(times)) if times else None,
-        "by_stage": dict(Counter(letter.error("stage") for letter in letters if not letter.foreign).most_common()),
-        "by_exception": dict(Counter(letter.error("exception") for letter in letters
-                                     if not letter.foreign).most_common()),
-        "by_origin": dict(Counter(f"{letter.origin[0]} [{letter.origin[1]}]" for letter in letters
-                                  if not letter.foreign).most_common()),
-    }
+def stats(letters: Iterable[Letter], topic: str) -> dict:
+    """Counts by stage, exception and origin, and the first and last dead-lettering times
+    (one pass: the letters are not kept)."""
+    total = foreign = 0
+    first = last = None
+    stages: Counter = Counter()
+    exceptions: Counter = Counter()
+    origins: Counter = Counter()
+    for letter in letters:
+        total += 1
+        first = letter.timestamp_ms if first is None else min(first, letter.timestamp_ms)
+        last = letter.timestamp_ms if last is None else max(last, letter.timestamp_ms)
+        if letter.foreign:
+            foreign += 1
+            continue
+        stages[letter.error("stage")] += 1
+        exceptions[letter.error("exception")] += 1
+        origins[f"{letter.error('topic')} [{letter.error('partition')}]"] += 1
+    return {"topic": topic, "dead_letters": total, "foreign": foreign,
+            "first": _iso(first) if first is not None else None, "last": _iso(last) if last is not None else None,
+            "by_stage": dict(stages.most_common()), "by_exception": dict(exceptions.most_common()),
+            "by_origin": dict(origins.most_common())}
 
 
 def stats_table(counts: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,11 +62,12 @@ class Selection:
                 and (self.key is None or (letter.key or b"").decode("utf-8", "replace") == self.key)
                 and (self.grep is None or self.grep.search(letter.error("message")) is not None))
 
-    def pick(self, letters) -> list[Letter]:
-        chosen = []
+    def pick(self, letters: Iterable[Letter]) -> Iterator[Letter]:
+        """The matching letters, as they come, up to `limit`."""
+        chosen = 0
         for letter in letters:
             if self.matches(letter):
-                chosen.append(letter)
-                if self.limit is not None and len(chosen) >= self.limit:
-                    break
-        return chosen
+                yield letter
+                chosen += 1
+                if self.limit is not None and chosen >= self.limit:
+                    return
