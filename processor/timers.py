@@ -149,8 +149,9 @@ class Timers:
 
 class TimerMessage:
     """A fired timer in the shape of a consumed message, for its dead letter: the topic is
-    `__timers`, the offset -1, the timestamp its due time, the key its encoded key and the
-    value its name, key and payload as JSON (bytes payloads as text, replaced if not UTF-8)."""
+    `__timers`, the offset -1, the timestamp its due time, the key its key (as text unless
+    bytes) and the value its name, key and payload as JSON (bytes as text, replaced if not
+    UTF-8)."""
 
     def __init__(self, timer: Timer):
         self.timer = timer
@@ -171,7 +172,8 @@ class TimerMessage:
         return None
 
     def key(self) -> bytes:
-        return encode_key(self.timer.key)
+        key = self.timer.key
+        return key if isinstance(key, bytes) else str(key).encode()
 
     def value(self) -> bytes:
         def text(value: Any) -> Any:

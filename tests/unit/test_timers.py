@@ -158,3 +158,20 @@ def test_a_timer_scheduled_for_the_future_waits_and_a_cancelled_one_never_fires(
         until=lambda: len(cluster.outputs.get("out", [])) >= 2)
     assert sorted(k for k, _, _ in cluster.outputs["out"]) == [b"k0-0", b"k0-2"]
     assert values(cluster, "out") == [b"fired k0-0", b"fired k0-2"]
+
+
+def test_a_timer_whose_output_kafka_refuses_at_once_is_dead_lettered_at_stage_produce(tmp_path):
+    cluster = FakeCluster(TOPICS | {"app-__timers-changelog"}, too_big=1_000)
+
+    def big_reminder(call):
+        if isinstance(call, Timer):
+            return Output(b"x" * (2_000 if call.key == b"k0-1" else 10))
+        call.timers.schedule("remind", after_ms=0)
+        return None
+
+    run(inputs(1, 3), big_reminder, cluster, stores=timer_stores(tmp_path),
+        until=lambda: len(cluster.outputs.get("out", [])) + len(cluster.outputs.get("dlq", [])) >= 3)
+    assert sorted(k for k, _, _ in cluster.outputs["out"]) == [b"k0-0", b"k0-2"]
+    [(key, value, headers)] = cluster.outputs["dlq"]
+    assert headers["__processor.errors.stage"] == b"produce" and json.loads(value)["key"] == "k0-1"
+    assert key == b"k0-1"
