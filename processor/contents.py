@@ -15,7 +15,7 @@ from confluent_kafka import Message, TopicPartition
 
 class TxnContents:
     __slots__ = ("deadline", "topic", "first", "last", "inputs", "consumed", "others", "produced",
-                 "dead_lettered")
+                 "dead_lettered", "timers")
 
     def __init__(self, deadline: float, topic: str | None = None):
         self.deadline = deadline
@@ -27,6 +27,7 @@ class TxnContents:
         self.others = 0  # inputs that did not become exactly one output to the output topic
         self.produced: Counter = Counter()  # outputs of those other inputs, by topic
         self.dead_lettered: Counter = Counter()  # by (input topic, stage)
+        self.timers: list[tuple] = []  # the timers fired in it (transaction.timer_identity)
 
     def add(self, records: list[Message], start: int, end: int) -> None:
         """records[start:end] were processed into this transaction."""

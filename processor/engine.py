@@ -174,12 +174,20 @@ class Engine:
         return self._added(records, start, i)
 
     def _fire_timers(self) -> None:
-        """Fire due timers into the open transaction, until the batch or the transaction ends."""
+        """Fire due timers into the open transaction, until the batch or the transaction ends;
+        after Kafka refused an output of a transaction with timers, one per transaction of
+        its own (transaction.py finds the one at fault)."""
+        alone = self.tx.timers_alone > 0
+        if alone and self.tx.open is not None:
+            self.tx.commit()
         txn = self.tx.open or self.tx.begin()
-        for timer in self.timers.due(TIMER_BATCH):
+        for timer in self.timers.due(1 if alone else TIMER_BATCH):
             self.tx.fire(timer, self.pipeline.fire(timer), self.timers.remove)
             if self.clock() >= txn.deadline:
                 break
+        if alone:
+            self.tx.commit()
+            self.tx.timers_alone -= 1
 
     def _process(self, msg: Message, deadline: float | None = None) -> Outcome:
         """One record's outcome apart from the hot path; one that hung too often is poison."""

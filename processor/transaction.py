@@ -60,6 +60,11 @@ class Transactions:
         self.marks = HangMarks(consumer, auto_offset_reset)
         self.streak = AbortStreak(clock=clock)
         self.assigned: set[tuple[str, int]] = set()
+        # Kafka refused a record of a transaction that fired timers: its inputs are not to
+        # blame (refusals.py); the timers fire one per transaction, this many more times, and
+        # one refused alone is a culprit, dead-lettered when it fires again
+        self.timers_alone = 0
+        self.timer_culprits: dict[tuple, Failure] = {}
         producer.watch = self._watch
 
     # -- size ------------------------------------------------------------------------------
@@ -102,6 +107,9 @@ class Transactions:
     def fire(self, timer: Timer, outcome: Outcome, remove: Callable[[Timer], None]) -> None:
         """Put a fired timer's outcome into the open transaction. Its removal is among its
         writes; a timer that fails is dead-lettered and removed all the same (it fires once)."""
+        identity = timer_identity(timer)
+        self.open.timers.append(identity)
+        outcome = self.timer_culprits.pop(identity, outcome)
         if isinstance(outcome, Outputs):
             for n, out in enumerate(outcome.records):
                 try:
@@ -250,8 +258,11 @@ class Transactions:
             self.streak.aborted(str(reason))
         if refused is not None and txn is not None:
             error, topic = refused
-            suspects, inputs = txn.suspects(unadded or [])
-            self.refusals.refused(error, suspects, inputs, topic == self.dead_letter_topic)
+            if txn.timers:
+                self._timer_refused(txn, error, topic)
+            else:
+                suspects, inputs = txn.suspects(unadded or [])
+                self.refusals.refused(error, suspects, inputs, topic == self.dead_letter_topic)
         if unadded is None:
             return
         rewind = txn.first_offsets() if txn is not None else {}
@@ -260,6 +271,12 @@ class Transactions:
         for (topic, partition), offset in rewind.items():
             if (topic, partition) in self.assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _timer_refused(self, txn: TxnContents, error: KafkaError, topic: str) -> None:
+        if len(txn.timers) == 1 and txn.inputs == 0 and topic != self.dead_letter_topic:
+            self.timer_culprits[txn.timers[0]] = Failure("produce", KafkaException(error))
+            log.warning("Kafka refused an output of the timer %s: %s", txn.timers[0], error.str())
+        self.timers_alone = max(self.timers_alone, len(txn.timers))
 
     def commit_or_abort(self) -> None:
         if self.open is None:
@@ -353,3 +370,7 @@ class Transactions:
             self.marks.revoked(partitions)
             for hook in self.hooks:
                 hook.revoked(partitions, lost)
+
+
+def timer_identity(timer: Timer) -> tuple:
+    return timer.partition, timer.name, repr(timer.key), timer.due_ms

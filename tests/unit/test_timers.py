@@ -175,3 +175,27 @@ def test_a_timer_whose_output_kafka_refuses_at_once_is_dead_lettered_at_stage_pr
     [(key, value, headers)] = cluster.outputs["dlq"]
     assert headers["__processor.errors.stage"] == b"produce" and json.loads(value)["key"] == "k0-1"
     assert key == b"k0-1"
+
+
+def test_a_timer_output_the_broker_refuses_is_dead_lettered_and_no_input_is_blamed(tmp_path):
+    """The broker refuses whole requests and names no record: with timers in the transaction,
+    the inputs are not suspects (they would be dead-lettered in the timer's place)."""
+    def refuse(topic, value):
+        return KafkaError.MSG_SIZE_TOO_LARGE if value == b"over the topic's limit" else None
+    cluster = FakeCluster(TOPICS | {"app-__timers-changelog"}, refuse=refuse)
+
+    def remind(call):
+        if isinstance(call, Timer):
+            return Output(b"over the topic's limit" if call.key == b"k1-2" else b"reminded " + call.key)
+        call.timers.schedule("remind", after_ms=0)
+        return call.value
+
+    records = inputs(3, 8)
+    run(records, remind, cluster, stores=timer_stores(tmp_path), max_batch=4,
+        until=lambda: sum(len(cluster.outputs.get(t, [])) for t in ("out", "dlq")) >= 2 * 24)
+    letters = cluster.outputs.get("dlq", [])
+    assert [json.loads(value)["key"] for _, value, _ in letters] == ["k1-2"], "only the timer is to blame"
+    assert letters[0][2]["__processor.errors.stage"] == b"produce"
+    outs = values(cluster, "out")
+    assert outs == sorted([v for log in records.values() for _, v in log]
+                          + [b"reminded " + k for log in records.values() for k, _ in log if k != b"k1-2"])
