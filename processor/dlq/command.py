@@ -7,6 +7,7 @@ bad config, filter or an unknown topic, with one line.
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ def replay(args, config, topic: str, selection: Selection) -> int:
         print("--rate must be positive", file=sys.stderr)
         return EXIT_USAGE
     settings = client_settings(config)
-    replay_id = args.id or time.strftime("replay-%Y%m%dT%H%M%S", time.gmtime())
+    replay_id = args.id or f"replay-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
     job = Replay(settings, config.app_id, topic, replay_id, selection, args.to, args.include_foreign,
                  args.rate, progress=_progress if sys.stderr.isatty() else None)
     try:
