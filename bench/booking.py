@@ -13,12 +13,11 @@ records of the same size: figures are bookings/s and their ratio to its records/
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 
-from bench.run import PARTITIONS, ROOT, Rounds, local_broker, naive_txn_rate, record_times
+from bench.run import PARTITIONS, Rounds, round_parser, local_broker, naive_txn_rate, record_times
 from examples.booking import COMMANDS, RESULTS
 from examples.booking.deployment import Deployment, bookings
 from localkafka.clients import create_topics, end_offsets, produce, unique_name, wait_for
@@ -48,11 +47,7 @@ def booking_round(bootstrap: str, workdir: Path, count: int, round_no: int) -> f
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bookings", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "booking.json")
-    args = parser.parse_args()
+    args = round_parser(__doc__, "bookings", 20_000, "booking.json").parse_args()
     rounds = Rounds("bookings")
     for round_no in range(args.rounds):
         with local_broker("bench-booking-") as (workdir, bootstrap):  # the topic names are fixed

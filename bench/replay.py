@@ -10,7 +10,6 @@ its last (by their timestamps: start-up left out, as for the baseline in bench/r
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import yaml
 from confluent_kafka import Message
 
-from bench.run import PARTITIONS, ROOT, Rounds, local_broker, naive_txn_rate, record_times
+from bench.run import PARTITIONS, ROOT, Rounds, round_parser, local_broker, naive_txn_rate, record_times
 from localkafka.clients import create_topics, produce, unique_name
 from processor.deadletter import Failure, dead_letter
 from processor.transform import Poison
@@ -50,11 +49,7 @@ def replay_rate(bootstrap: str, workdir: Path, source: str, count: int) -> float
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--letters", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "replay.json")
-    args = parser.parse_args()
+    args = round_parser(__doc__, "letters", 200_000, "replay.json").parse_args()
     rounds = Rounds("dead letters")
     with local_broker("bench-replay-") as (workdir, bootstrap):
         source = "bench-dlq"

@@ -181,6 +181,15 @@ def record_times(bootstrap: str, topic: str) -> list[int]:
     return stamps
 
 
+def round_parser(doc: str, count: str, default: int, results: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark run in rounds: `--<count>`, `--rounds`, `--json`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(f"--{count}", type=int, default=default)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / results)
+    return parser
+
+
 class Rounds:
     """One contender's rate per round and its ratio to the naive loop of the same round."""
 
