@@ -1,4 +1,5 @@
-"""`processor run -c FILE`, `processor check -c FILE [--connect]`, `processor dlq ...`."""
+"""`processor run -c FILE`, `processor check -c FILE [--connect]`, `processor dlq ...`,
+`processor outbox -c FILE`."""
 
 from __future__ import annotations
 
@@ -33,11 +34,23 @@ def main(argv: list[str] | None = None) -> int:
                        help="also check that the brokers answer and the topics exist")
     from processor.dlq.arguments import add_dlq_parser  # noqa: PLC0415 - argparse only
     add_dlq_parser(commands)
+    outbox = commands.add_parser("outbox", help="publish a PostgreSQL outbox table to Kafka "
+                                 "exactly once, until SIGTERM or SIGINT")
+    outbox.add_argument("-c", "--config", required=True, help="the relay's YAML config file")
+    outbox.add_argument("--create-table", action="store_true",
+                        help="create the outbox table (if missing) and exit")
     args = parser.parse_args(argv)
     if args.command == "dlq":
         from processor.dlq.command import main as dlq  # noqa: PLC0415
         return dlq(args)
-    stopping = _stop_on_signals() if args.command == "run" else threading.Event()
+    stopping = _stop_on_signals() if args.command in ("run", "outbox") else threading.Event()
+    if args.command == "outbox":
+        from processor.outbox.command import main as relay  # noqa: PLC0415 - after the handlers
+        code = relay(args, stopping)
+        logging.shutdown()
+        if code == 1:
+            os._exit(code)  # as `run`: a Kafka call may still be blocked in another thread
+        return code
     from processor import app  # noqa: PLC0415 - after the signal handlers, see _stop_on_signals
 
     if args.command == "run":

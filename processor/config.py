@@ -252,13 +252,15 @@ class Config(BaseSettings):
         return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
 
-def substitute_env(node: Any, env: dict[str, str], path: str, problems: list[Problem]) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string of the parsed YAML; `$$` is `$`."""
+def substitute_env(node: Any, env: dict[str, str], path: str, problems: list[Problem],
+                   kept: frozenset[str] = frozenset()) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of the parsed YAML; `$$` is `$`.
+    `${NAME}` for a name in `kept` stays as written (a template the config itself fills)."""
     if isinstance(node, dict):
-        return {k: substitute_env(v, env, f"{path}.{k}" if path else str(k), problems)
+        return {k: substitute_env(v, env, f"{path}.{k}" if path else str(k), problems, kept)
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [substitute_env(v, env, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [substitute_env(v, env, f"{path}[{i}]", problems, kept) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
@@ -266,6 +268,8 @@ def substitute_env(node: Any, env: dict[str, str], path: str, problems: list[Pro
         if match.group(0) == "$$":
             return "$"
         name, default = match.group(1), match.group(2)
+        if name in kept and default is None:
+            return match.group(0)
         if name in env:
             return env[name]
         if default is not None:
@@ -286,7 +290,8 @@ def _describe(error: dict) -> Problem:
     return Problem(path, reason)
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, model: type[BaseSettings] = Config) -> Any:
+    """The config file at `path` as `model` (the processor's `Config`, or the outbox relay's)."""
     path = Path(path)
     try:
         raw = read_yaml(path)
@@ -295,11 +300,11 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError([Problem("", f"{path}: the top level must be a mapping of keys")])
     problems: list[Problem] = []
-    data = substitute_env(raw, dict(os.environ), "", problems)
+    data = substitute_env(raw, dict(os.environ), "", problems, getattr(model, "TEMPLATE_NAMES", frozenset()))
     if problems:
         raise ConfigError(problems)
     try:
-        return Config(**data)
+        return model(**data)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
     except SettingsError as exc:  # a PROCESSOR__* variable that is not valid JSON, say

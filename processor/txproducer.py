@@ -136,10 +136,12 @@ class TransactionalProducer:
         self._call(self.producer.begin_transaction)
         self.in_transaction = True
 
-    def commit(self, offsets, group_metadata) -> None:
+    def commit(self, offsets=None, group_metadata=None) -> None:
+        """Commit, with the consumer's offsets when given (the outbox relay has none)."""
         # two calls, each bound to this producer: a call left stuck behind a replaced producer
         # must never reach the new one (it would commit the new one's open transaction)
-        self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout)
+        if offsets is not None:
+            self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata, self.timeout)
         self._call(self.producer.commit_transaction, self.timeout)
         self.in_transaction = False
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from localkafka import LocalBroker
+from localpg import LocalPostgres
 from localkafka.clients import committed_offsets, create_topics, end_offsets, produce, unique_name, wait_for
 from tests.processes import ProcessorProcess, write_config
 from tests.verify import Verdict, verify
@@ -29,6 +30,23 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
           file=sys.stderr)
     yield bootstrap
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server (Debian's) for the session, in a temporary directory: its DSN."""
+    server = LocalPostgres()
+    yield server.start()
+    server.remove()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this test's own, to stop, kill and restart."""
+    server = LocalPostgres()
+    server.start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture
@@ -52,12 +70,13 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBr
 
 @pytest.fixture
 def processors(tmp_path: Path) -> Iterator[Callable[..., ProcessorProcess]]:
-    """Start `processor run` children; any still running at the end are killed."""
+    """Start `processor run` (or `outbox`) children; any still running at the end are killed."""
     started: list[ProcessorProcess] = []
 
-    def start(config: Path, instance_id: str, env: dict | None = None) -> ProcessorProcess:
+    def start(config: Path, instance_id: str, env: dict | None = None,
+              command: str = "run") -> ProcessorProcess:
         log = tmp_path / f"processor-{instance_id}-{len(started)}.log"
-        started.append(ProcessorProcess(config, instance_id, log, env).start())
+        started.append(ProcessorProcess(config, instance_id, log, env, command).start())
         return started[-1]
 
     yield start

@@ -51,14 +51,17 @@ def write_config(path: Path, bootstrap: str, *, input_topic: str, output_topic: 
 class ProcessorProcess:
     """One `processor run` child; its output goes to a log file the test can read."""
 
-    def __init__(self, config: Path, instance_id: str, log_path: Path, env: dict | None = None):
+    def __init__(self, config: Path, instance_id: str, log_path: Path, env: dict | None = None,
+                 command: str = "run"):
+        """`command`: `run`, or `outbox` for the outbox relay."""
         self.config, self.instance_id, self.log_path = config, instance_id, log_path
+        self.command = command
         self.env = {**os.environ, "PROCESSOR__INSTANCE_ID": instance_id, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ProcessorProcess:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "processor", "run", "-c", str(self.config)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "processor", self.command, "-c", str(self.config)],
                                          cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 

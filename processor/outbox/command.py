@@ -1,0 +1,108 @@
+"""`processor outbox -c FILE [--create-table]`: run the relay until SIGTERM.
+
+Exit 0 after a clean stop, 1 when Kafka or the database stays away past its bound, Kafka
+refuses a row, or another relay took over; 2 for a bad config or outbox table, with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from processor.config import ConfigError, load_config
+from processor.kafka import ClientErrors, FatalError, client_settings
+from processor.logs import setup_logging
+from processor.outbox.gauges import RelayMetrics
+from processor.outbox.progress import ensure_progress_topic
+from processor.outbox.relay import Relay
+from processor.outbox.settings import RelayConfig
+from processor.outbox.table import OutboxTable, TableError
+from processor.server import EndpointServer
+from processor.txproducer import Reachability, TransactionalProducer
+
+log = logging.getLogger("processor.outbox")
+EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+# the relay's producer: Kafka's own defaults but for these (no topic is created by producing)
+PRODUCER_SETTINGS = {"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                     "allow.auto.create.topics": False}
+
+
+def main(args, stopping: threading.Event) -> int:
+    try:
+        config: RelayConfig = load_config(args.config, RelayConfig)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging.level, config.logging.format, config.app_id, config.secrets())
+    o = config.outbox
+    table = OutboxTable(o.dsn.get_secret_value(), o.table, o.database_unreachable_timeout_ms / 1000, stopping)
+    try:
+        if args.create_table:
+            table.create()
+            print(f"table {o.table}: ready")
+            return EXIT_OK
+        table.check()
+        return _relay(config, table, stopping)
+    except TableError as exc:
+        print(f"outbox error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FatalError as exc:
+        log.error("stopping: %s", exc)
+        return EXIT_FATAL
+    finally:
+        table.close()
+
+
+def _relay(config: RelayConfig, table: OutboxTable, stopping: threading.Event) -> int:
+    errors = ClientErrors()
+    hooks = {"logger": logging.getLogger("librdkafka"), "error_cb": errors}
+    settings = {**client_settings(config), **hooks}
+    o = config.outbox
+    reachability = Reachability(config.kafka.unreachable_timeout_ms / 1000, errors)
+    txp = TransactionalProducer(
+        lambda extra: Producer({**settings, "transactional.id": config.transactional_id,
+                                "transaction.timeout.ms": o.transaction_timeout_ms,
+                                **PRODUCER_SETTINGS, **config.kafka.producer, **extra}),
+        call_timeout_s=o.transaction_timeout_ms / 2000, reachability=reachability)
+    metrics = RelayMetrics()
+    relay = Relay(table, txp, config.progress_topic, o.route, o.batch_rows, o.poll_interval_ms / 1000,
+                  metrics, o.delete_published)
+
+    def problem() -> str | None:
+        if stopping.is_set():
+            return "stopping"
+        if table.down_since is not None:
+            return f"the database has not answered for {time.monotonic() - table.down_since:.0f}s"
+        if reachability.since is not None:
+            return f"Kafka has not answered for {time.monotonic() - reachability.since:.0f}s"
+        return None
+
+    def ready() -> bool:
+        is_ready = relay.ready.is_set() and problem() is None
+        metrics.ready.set(1 if is_ready else 0)
+        return is_ready
+
+    server = None
+    if config.metrics.enabled:
+        try:
+            server = EndpointServer(config.metrics.host, config.metrics.port, metrics.registry,
+                                    problem=problem, ready=ready)
+        except OSError as exc:
+            log.error("stopping: cannot serve metrics on %s:%d: %s", config.metrics.host,
+                      config.metrics.port, exc.strerror or exc)
+            return EXIT_FATAL
+        log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
+    log.info("starting: outbox %s -> %s, progress in %s, transactional.id %s", o.table, o.route,
+             config.progress_topic, config.transactional_id)
+    ensure_progress_topic(AdminClient(settings), config.progress_topic, o.replication_factor)
+    threading.Thread(target=lambda: (stopping.wait(), reachability.stopping(10.0)), daemon=True).start()
+    relay.run(stopping, settings)
+    if server is not None:
+        server.close()
+    return EXIT_OK

@@ -1,0 +1,171 @@
+"""The outbox table as the relay reads and prunes it (PostgreSQL through psycopg 3).
+
+The relay's two columns: `txid` (the writing transaction's id, `pg_current_xact_id()`),
+which tells with `pg_visible_in_snapshot` in which batch a row is (position.py), and `seq`
+(insertion order, the order within a batch). Every call asks again while the database is
+away (a restart, say), for up to the unreachable bound, then ends the run with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import Event
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from processor.kafka import FatalError
+from processor.outbox.position import Position
+
+log = logging.getLogger("processor.outbox")
+T = TypeVar("T")
+CONNECT_TIMEOUT_S = 5
+RECONNECT_EVERY_S = 1.0
+SWEEP_ROWS = 10_000  # rows deleted per statement when pruning
+
+CREATE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id            uuid PRIMARY KEY,
+    aggregatetype text NOT NULL,
+    aggregateid   text NOT NULL,
+    type          text NOT NULL,
+    payload       jsonb,
+    txid          xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    seq           bigint GENERATED ALWAYS AS IDENTITY,
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS {seq_index} ON {table} (seq)
+"""
+COLUMNS = {"id": "uuid", "aggregatetype": "text", "aggregateid": "text", "type": "text",
+           "payload": "jsonb", "txid": "xid8", "seq": "bigint", "created_at": "timestamp with time zone"}
+# a row is in the batch (prev, cur] when its transaction ended before `cur` and not before `prev`
+IN_BATCH = """pg_visible_in_snapshot(txid, %(cur)s::pg_snapshot)
+  AND (%(prev)s::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot))"""
+# published: ended before `prev`, or in the batch up to `seq`
+PUBLISHED = """pg_visible_in_snapshot(txid, %(cur)s::pg_snapshot)
+  AND (seq <= %(seq)s OR (%(prev)s::pg_snapshot IS NOT NULL AND pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)))"""
+
+
+class TableError(Exception):
+    """The outbox table is missing or not of the shape the relay needs (exit 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: str
+    aggregatetype: str
+    aggregateid: str
+    type: str
+    payload: str | None  # jsonb as text
+    seq: int
+    created_at: float  # epoch seconds
+
+
+def _names(table: str) -> dict[str, sql.Composable]:
+    parts = table.split(".")
+    return {"table": sql.Identifier(*parts), "seq_index": sql.Identifier(f"{parts[-1]}_seq")}
+
+
+class OutboxTable:
+    def __init__(self, dsn: str, table: str, unreachable_s: float, stopping: Event):
+        self.dsn, self.table, self.unreachable_s, self.stopping = dsn, table, unreachable_s, stopping
+        self.names = _names(table)
+        self.conn: psycopg.Connection | None = None
+        self.down_since: float | None = None  # the database has not answered since then
+
+    def _query(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(**self.names)
+
+    def _ask(self, what: str, ask: Callable[[psycopg.Connection], T]) -> T:
+        while True:
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+                result = ask(self.conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._away(what, exc)
+                continue
+            if self.down_since is not None:
+                log.info("the database answers again after %.1fs", time.monotonic() - self.down_since)
+                self.down_since = None
+            return result
+
+    def _away(self, what: str, exc: Exception) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("%s: the database does not answer (%s); asking again", what, reason)
+        elif now - self.down_since > self.unreachable_s:
+            raise FatalError(f"database unreachable for {now - self.down_since:.0f}s "
+                             f"(bound {self.unreachable_s:.0f}s): {reason}")
+        if self.stopping.wait(RECONNECT_EVERY_S):
+            raise FatalError(f"stopped while the database did not answer ({reason})")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    def create(self) -> None:
+        self._ask("create the outbox table", lambda c: c.execute(self._query(CREATE)))
+
+    def check(self) -> None:
+        """The table exists with the columns the relay reads, of their types."""
+        schema, _, name = self.table.rpartition(".")
+        found = dict(self._ask("describe the outbox table", lambda c: c.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s"
+            " AND table_schema = COALESCE(NULLIF(%s, ''), current_schema())", (name, schema)).fetchall()))
+        if not found:
+            raise TableError(f"table {self.table} does not exist: create it with "
+                             f"`processor outbox -c FILE --create-table` (README: the outbox table)")
+        wrong = [f"{column} {kind}" for column, kind in COLUMNS.items() if found.get(column) != kind]
+        if wrong:
+            raise TableError(f"table {self.table} lacks the column(s) {', '.join(wrong)} "
+                             f"(README: the outbox table)")
+
+    def snapshot(self) -> str:
+        return self._ask("take a snapshot", lambda c: c.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
+
+    def batch(self, position: Position, limit: int) -> list[Row]:
+        """The next rows of the position's batch, in insertion order."""
+        query = self._query("SELECT id::text, aggregatetype, aggregateid, type, payload::text, seq,"
+                            " extract(epoch FROM created_at)::float8 FROM {table} WHERE seq > %(seq)s AND "
+                            + IN_BATCH + " ORDER BY seq LIMIT %(limit)s")
+        params = {**_params(position), "limit": limit}
+        rows = self._ask("read the outbox", lambda c: c.execute(query, params).fetchall())
+        return [Row(*row) for row in rows]
+
+    def delete(self, ids: list[str]) -> int:
+        query = self._query("DELETE FROM {table} WHERE id = ANY(%s::uuid[])")
+        return self._ask("delete published rows", lambda c: c.execute(query, (ids,)).rowcount)
+
+    def sweep(self, position: Position) -> int:
+        """Delete every published row still there (left by a crash between Kafka's commit and
+        the delete), `SWEEP_ROWS` at a time."""
+        query = self._query("DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE "
+                            + PUBLISHED + " LIMIT %(limit)s)")
+        params = {**_params(position), "limit": SWEEP_ROWS}
+        deleted = 0
+        while not self.stopping.is_set():
+            n = self._ask("delete published rows", lambda c: c.execute(query, params).rowcount)
+            deleted += n
+            if n < SWEEP_ROWS:
+                break
+        return deleted
+
+    def backlog(self, position: Position) -> tuple[int, float | None]:
+        """Committed rows not published yet, and the age in seconds of the oldest of them."""
+        query = self._query("SELECT count(*), extract(epoch FROM clock_timestamp() - min(created_at))::float8"
+                            " FROM {table} WHERE NOT (" + PUBLISHED + ")")
+        count, age = self._ask("measure the backlog", lambda c: c.execute(query, _params(position)).fetchone())
+        return count, age
+
+
+def _params(position: Position) -> dict[str, Any]:
+    return {"prev": position.prev, "cur": position.cur, "seq": position.seq}

@@ -1,0 +1,238 @@
+"""The outbox relay against a real PostgreSQL and a real broker: exactly once, in commit
+order per aggregate, through late commits, kill -9, a second relay, a database restart."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from localkafka import free_port
+from localkafka.clients import create_topics, read_all, unique_name, wait_for
+from tests.http import get, samples_of
+from tests.outboxes import (Writers, check_published, create_tables, insert, ledger, unpublished,
+                            write_relay_config)
+
+pytestmark = pytest.mark.kafka
+
+
+@dataclass
+class Outbox:
+    bootstrap: str
+    dsn: str
+    table: str
+    aggregatetype: str
+    topic: str
+    app_id: str
+    config: Path
+
+    def published(self) -> int:
+        return len(read_all(self.bootstrap, self.topic))
+
+    def drained(self) -> bool:
+        return unpublished(self.dsn, self.table) == 0
+
+    def writers(self, transactions: int, **options) -> Writers:
+        return Writers(self.dsn, self.table, self.aggregatetype, transactions, **options).start()
+
+    def check(self) -> None:
+        check_published(self.bootstrap, self.topic, ledger(self.dsn, self.table))
+
+
+@pytest.fixture
+def outbox(kafka_bootstrap: str, postgres: str, tmp_path: Path):
+    def make(dsn: str = postgres, partitions: int = 3, topic_config: dict | None = None,
+             **options) -> Outbox:
+        table = unique_name("outbox").replace("-", "_").lower()
+        aggregatetype = unique_name("order").replace("-", "_")
+        topic = f"outbox.{aggregatetype}"
+        create_topics(kafka_bootstrap, [topic], partitions, topic_config)
+        create_tables(dsn, table)
+        app_id = unique_name("relay")
+        config = write_relay_config(tmp_path / f"{app_id}.yaml", kafka_bootstrap, dsn, table, app_id, **options)
+        return Outbox(kafka_bootstrap, dsn, table, aggregatetype, topic, app_id, config)
+    return make
+
+
+def relay_errors(proc) -> list[str]:
+    return [line["message"] for line in proc.log_lines()
+            if line["level"] == "ERROR" and line["logger"] == "processor.outbox"]
+
+
+def test_rows_go_out_keyed_by_aggregate_with_their_id_then_leave_the_table(outbox, processors):
+    box = outbox()
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        ids = [insert(conn, box.table, box.aggregatetype, aggregate, {"n": n}, kind="created")
+               for n, aggregate in enumerate(["o1", "o2", "o1"])]
+        ids.append(insert(conn, box.table, box.aggregatetype, "o2", None, kind="deleted"))
+    relay = processors(box.config, "r1", command="outbox")
+    wait_for(lambda: box.drained() or not relay.running(), 60, "the table drained")
+    records = read_all(box.bootstrap, box.topic)
+    assert [r.headers["id"].decode() for r in sorted(records, key=lambda r: ids.index(r.headers["id"].decode()))] == ids
+    by_id = {r.headers["id"].decode(): r for r in records}
+    assert [(by_id[i].key, by_id[i].value, by_id[i].headers["type"]) for i in ids] == [
+        (b"o1", b'{"n": 0}', b"created"), (b"o2", b'{"n": 1}', b"created"),
+        (b"o1", b'{"n": 2}', b"created"), (b"o2", None, b"deleted")]  # a null payload: a tombstone
+    assert by_id[ids[0]].partition == by_id[ids[2]].partition
+    assert relay.terminate() == 0
+    assert not relay_errors(relay)
+
+
+def test_a_late_commit_is_published_and_each_aggregate_in_commit_order(outbox, processors):
+    """The classic polling bug: a row inserted first (lower seq) whose transaction commits after
+    a later row was published. And commit order, not transaction-id order: a transaction
+    that took its id early writes aggregate z after another one committed its write of z."""
+    box = outbox()
+    late = psycopg.connect(box.dsn)  # a transaction left open
+    early = psycopg.connect(box.dsn)
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        late.execute(f"INSERT INTO {box.table}_noise VALUES (1)")
+        late_id = insert(late, box.table, box.aggregatetype, "x", {"aggregate": "x", "version": 1})
+        early.execute(f"INSERT INTO {box.table}_noise VALUES (1)")  # takes a transaction id now
+        first_id = insert(conn, box.table, box.aggregatetype, "y", {"aggregate": "y", "version": 1})
+        z1 = insert(conn, box.table, box.aggregatetype, "z", {"aggregate": "z", "version": 1})
+        seqs = dict(late.execute(f"SELECT id::text, seq FROM {box.table}").fetchall())
+        assert seqs[late_id] < seqs[first_id]  # inserted first, committed last
+        relay = processors(box.config, "r1", command="outbox")
+        wait_for(lambda: box.published() == 2 or not relay.running(), 60, "the committed rows published")
+        z2 = insert(early, box.table, box.aggregatetype, "z", {"aggregate": "z", "version": 2})
+        early.commit()
+        wait_for(lambda: box.published() == 3 or not relay.running(), 60, "z's second row published")
+        late.commit()
+        wait_for(lambda: box.published() == 4 or not relay.running(), 60, "the late row published")
+    records = read_all(box.bootstrap, box.topic)
+    order = [r.headers["id"].decode() for r in records if r.key == b"z"]
+    assert order == [z1, z2]
+    assert sorted(r.headers["id"].decode() for r in records) == sorted([late_id, first_id, z1, z2])
+    assert relay.terminate() == 0
+    late.close()
+    early.close()
+
+
+def test_every_committed_row_exactly_once_through_kill_9_at_random_moments(outbox, processors):
+    box = outbox(batch_rows=200)
+    writers = box.writers(3000, threads=4, seed=5, pause_s=0.02)
+    rng = random.Random(5)
+    for kill in range(4):
+        if writers.done():
+            break
+        relay = processors(box.config, f"r{kill}", command="outbox")
+        before = box.published()
+        wait_for(lambda: box.published() > before or not relay.running(), 60, "progress")
+        wait_for(lambda: rng.random() < 0.2, 5, "a random moment", interval=0.05)
+        assert relay.running(), relay.log()[-2000:]
+        relay.kill()
+    relay = processors(box.config, "last", command="outbox")
+    wait_for(lambda: writers.done() and box.drained() or not relay.running(), 240, "every row published")
+    assert relay.terminate() == 0
+    box.check()
+
+
+def test_a_second_relay_fences_the_first_and_takes_over(outbox, processors):
+    box = outbox(batch_rows=100)
+    writers = box.writers(2000, threads=3, seed=7)
+    first = processors(box.config, "first", command="outbox")
+    wait_for(lambda: box.published() > 0 or not first.running(), 60, "the first relay publishing")
+    second = processors(box.config, "second", command="outbox")
+    assert first.proc.wait(60) == 1
+    assert any("another relay of this outbox took over" in line for line in relay_errors(first))
+    wait_for(lambda: writers.done() and box.drained() or not second.running(), 240, "every row published")
+    assert second.terminate() == 0
+    box.check()
+
+
+def test_two_relays_started_together_leave_one_publishing(outbox, processors):
+    box = outbox(batch_rows=100)
+    writers = box.writers(1000, threads=2, seed=9)
+    relays = [processors(box.config, name, command="outbox") for name in ("a", "b")]
+    wait_for(lambda: sum(r.running() for r in relays) == 1, 120, "one relay left")
+    survivor = next(r for r in relays if r.running())
+    loser = next(r for r in relays if not r.running())
+    assert loser.proc.returncode == 1
+    wait_for(lambda: writers.done() and box.drained() or not survivor.running(), 240, "every row published")
+    assert survivor.terminate() == 0
+    box.check()
+
+
+def test_a_database_restart_mid_stream_loses_and_repeats_nothing(outbox, processors, private_postgres):
+    """With the shipped bound (60 s): a crash-like stop (no checkpoint) and a start again."""
+    box = outbox(dsn=private_postgres.dsn, batch_rows=100)
+    writers = box.writers(3000, threads=4, seed=11)
+    relay = processors(box.config, "r1", command="outbox")
+    wait_for(lambda: box.published() > 300 or not relay.running(), 60, "progress")
+    private_postgres.stop("immediate")
+    wait_for(lambda: "does not answer" in relay.log() or not relay.running(), 30, "the relay noticing")
+    private_postgres.start()
+    wait_for(lambda: writers.done() and box.drained() or not relay.running(), 240, "every row published")
+    assert relay.terminate() == 0
+    assert "the database answers again" in relay.log()
+    box.check()
+
+
+def test_a_database_away_past_the_bound_ends_the_relay_with_one_line(outbox, processors, private_postgres):
+    box = outbox(dsn=private_postgres.dsn, database_unreachable_timeout_ms=3000)
+    relay = processors(box.config, "r1", command="outbox")
+    wait_for(lambda: "publishing every row" in relay.log() or not relay.running(), 60, "the relay started")
+    private_postgres.stop("fast")
+    assert relay.proc.wait(60) == 1
+    errors = relay_errors(relay)
+    assert len(errors) == 1 and "database unreachable for" in errors[0], relay.log()[-2000:]
+
+
+def test_a_row_kafka_refuses_stops_the_relay_with_one_line_naming_it(outbox, processors):
+    box = outbox(topic_config={"max.message.bytes": "2000"})
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        before = insert(conn, box.table, box.aggregatetype, "o1", {"n": 1})
+        refused = insert(conn, box.table, box.aggregatetype, "o1", {"blob": "x" * 5000})
+    relay = processors(box.config, "r1", command="outbox")
+    assert relay.proc.wait(90) == 1
+    errors = relay_errors(relay)
+    assert len(errors) == 1 and f"Kafka refuses outbox row {refused}" in errors[0], relay.log()[-3000:]
+    records = read_all(box.bootstrap, box.topic)  # the row before it, alone: published
+    assert [r.headers["id"].decode() for r in records] == [before]
+    assert unpublished(box.dsn, box.table) == 1
+
+
+def test_metrics_health_and_a_clean_stop(outbox, processors):
+    port = free_port()
+    box = outbox(metrics_port=port)
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        for n in range(50):
+            insert(conn, box.table, box.aggregatetype, f"o{n % 5}", {"n": n})
+    relay = processors(box.config, "r1", command="outbox")
+    wait_for(lambda: box.drained() or not relay.running(), 60, "the table drained")
+
+    def metrics() -> dict:
+        return samples_of(get(port, "/metrics")[1])
+
+    wait_for(lambda: metrics().get(("processor_outbox_rows_published_total", (("topic", box.topic),))) == 50,
+             30, "the published rows counted")
+    wait_for(lambda: metrics().get(("processor_outbox_lag_rows", ())) == 0, 30, "no lag")
+    m = metrics()
+    assert m[("processor_outbox_rows_deleted_total", ())] == 50
+    assert m[("processor_outbox_oldest_unpublished_seconds", ())] == 0
+    assert m[("processor_ready", ())] == 1
+    assert get(port, "/healthz")[0] == 200 and get(port, "/readyz")[0] == 200
+    assert relay.terminate() == 0
+    assert relay.log_lines()[-1]["message"].startswith("stopping:")
+
+
+def test_bad_config_and_a_missing_table_end_with_one_line_and_exit_2(tmp_path, kafka_bootstrap, postgres):
+    def run(config: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "processor", "outbox", "-c", str(config)],
+                              capture_output=True, text=True, timeout=60)
+
+    bad = write_relay_config(tmp_path / "bad.yaml", kafka_bootstrap, postgres, "outbox_x", "app",
+                             route="outbox.$${aggregateid}")
+    done = run(bad)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "config error: outbox.route: ${aggregateid} is not a column a route can name (only ${aggregatetype})"]
+    missing = write_relay_config(tmp_path / "missing.yaml", kafka_bootstrap, postgres, "no_such_table", "app")
+    done = run(missing)
+    assert done.returncode == 2 and "table no_such_table does not exist" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
