@@ -193,22 +193,25 @@ def round_parser(doc: str, count: str, default: int, results: str) -> argparse.A
 class Rounds:
     """One contender's rate per round and its ratio to the naive loop of the same round."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, baseline: str = "naive-txn", baseline_what: str = "records",
+                 baseline_is: str = "the naive transactional loop"):
         self.what, self.rates, self.ratios = what, [], []
+        self.baseline, self.baseline_what, self.baseline_is = baseline, baseline_what, baseline_is
 
     def add(self, rate: float, naive: float) -> None:
         self.rates.append(rate)
         self.ratios.append(rate / naive)
-        print(f"round {len(self.rates)}: {rate:10,.0f} {self.what}/s; naive-txn {naive:10,.0f} records/s; "
-              f"ratio {rate / naive:.4f}", flush=True)
+        print(f"round {len(self.rates)}: {rate:10,.0f} {self.what}/s; {self.baseline} {naive:10,.0f} "
+              f"{self.baseline_what}/s; ratio {rate / naive:.4f}", flush=True)
 
     def summarize(self, path: Path, facts: dict) -> None:
         """Print the medians; write them to `path`."""
         rate, ratio = statistics.median(self.rates), statistics.median(self.ratios)
-        print(f"\n{self.what}/s (median of {len(self.rates)}): {rate:,.0f}, {ratio:.4f} of the naive "
-              f"transactional loop's records/s")
+        print(f"\n{self.what}/s (median of {len(self.rates)}): {rate:,.0f}, {ratio:.4f} of "
+              f"{self.baseline_is}'s {self.baseline_what}/s")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**facts, "partitions": PARTITIONS, "per_s": rate, "ratio_to_naive_txn": ratio,
+        path.write_text(json.dumps({**facts, "partitions": PARTITIONS, "per_s": rate,
+                                    f"ratio_to_{self.baseline.replace('-', '_')}": ratio,
                                     "rates_by_round": [round(r) for r in self.rates]}, indent=2))
 
 

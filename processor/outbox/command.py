@@ -72,13 +72,14 @@ def _relay(config: RelayConfig, table: OutboxTable, stopping: threading.Event) -
         call_timeout_s=o.transaction_timeout_ms / 2000, reachability=reachability)
     metrics = RelayMetrics()
     relay = Relay(table, txp, config.progress_topic, o.route, o.batch_rows, o.poll_interval_ms / 1000,
-                  metrics, o.delete_published)
+                  metrics)
 
     def problem() -> str | None:
         if stopping.is_set():
             return "stopping"
-        if table.down_since is not None:
-            return f"the database has not answered for {time.monotonic() - table.down_since:.0f}s"
+        down_since = relay.database_down_since()
+        if down_since is not None:
+            return f"the database has not answered for {time.monotonic() - down_since:.0f}s"
         if reachability.since is not None:
             return f"Kafka has not answered for {time.monotonic() - reachability.since:.0f}s"
         return None

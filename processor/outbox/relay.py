@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import string
+from collections import Counter
 import time
-from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from threading import Event
 
 from confluent_kafka import KafkaError, KafkaException
@@ -34,17 +35,19 @@ RETRY_S = 1.0
 
 class Relay:
     def __init__(self, table: OutboxTable, txp: TransactionalProducer, progress_topic: str,
-                 route: str, batch_rows: int, poll_s: float, metrics: RelayMetrics,
-                 delete_published: bool = True):
+                 route: str, batch_rows: int, poll_s: float, metrics: RelayMetrics):
         self.table, self.txp, self.progress_topic = table, txp, progress_topic
+        self.reader, self.deleter = table.twin(), table.twin()  # connections of their own
         self.route = string.Template(route)
         self.batch_rows, self.poll_s, self.metrics = batch_rows, poll_s, metrics
-        self.delete_published = delete_published
         self.ready = Event()
-        self.refusals: list[tuple[KafkaError, Row, str]] = []
-        # Kafka refuses a whole request for one record in it: until the position passes the
-        # rows refused with it, one row per transaction, so that the refused one is alone
+        self.topics: dict[str, str] = {}  # by aggregatetype
+        # Kafka refuses a whole request for one record in it: rows of a refused transaction
+        # go again `cap` at a time (halved at each refusal) up to the last of them, until the
+        # refused row is alone
         self.suspects_until: int | None = None
+        self.cap = batch_rows
+        self.refused_at: tuple[int, KafkaError] | None = None  # a row the client refused at once
         self.measured_at = 0.0
 
     def run(self, stopping: Event, consumer_settings: dict) -> None:
@@ -59,12 +62,28 @@ class Relay:
     def _run(self, stopping: Event, consumer_settings: dict) -> None:
         position = self._start(consumer_settings)
         self.ready.set()
+        reads, deletes = ThreadPoolExecutor(1, "outbox-read"), ThreadPoolExecutor(1, "outbox-delete")
+        try:
+            position = self._loop(stopping, position, reads, deletes)
+        finally:
+            reads.shutdown(wait=False, cancel_futures=True)
+            deletes.shutdown(wait=False, cancel_futures=True)
+            self.reader.close()
+            self.deleter.close()
+        log.info("stopping: %d rows published by this outbox in all", position.published)
+
+    def _loop(self, stopping: Event, position: Position, reads: ThreadPoolExecutor,
+              deletes: ThreadPoolExecutor) -> Position:
+        """While a batch commits, the next one is read (on a connection of its own), and the
+        one before is deleted (on a third)."""
         idle = False
+        ahead: Future | None = None  # the rows after the batch committing
+        deleting: Future = deletes.submit(lambda: None)
         while not stopping.is_set():
             self.txp.serve()
             self._measure(position)
-            suspected = self.suspects_until is not None and position.seq < self.suspects_until
-            rows = self.table.batch(position, 1 if suspected else self.batch_rows)
+            rows = ahead.result() if ahead is not None else self.table.batch(position, self._limit(position))
+            ahead = None
             if not rows:  # this batch is done: on to what ended since
                 if idle and stopping.wait(self.poll_s):
                     break
@@ -73,13 +92,32 @@ class Relay:
                 continue
             idle = False
             after = position.after(rows[-1].seq, len(rows))
+            if len(rows) == self.batch_rows:  # more are likely
+                ahead = reads.submit(self.reader.batch, after, self._limit(after))
             if self._publish(rows, after):
                 position = after
-                if self.delete_published:
-                    self.metrics.deleted.inc(self.table.delete([row.id for row in rows]))
-            elif stopping.wait(RETRY_S):
+                deleting.result()  # one delete at a time: they never fall behind by more
+                deleting = deletes.submit(self._delete, [row.id for row in rows])
+                continue
+            if ahead is not None:  # read for a commit that did not happen
+                ahead.result()
+                ahead = None
+            if stopping.wait(RETRY_S):
                 break
-        log.info("stopping: %d rows published by this outbox in all", position.published)
+        deleting.result()
+        return position
+
+    def _delete(self, ids: list[str]) -> None:
+        self.metrics.deleted.inc(self.deleter.delete(ids))
+
+    def database_down_since(self) -> float | None:
+        """Since when a connection has not had an answer (None: they all have)."""
+        times = [t.down_since for t in (self.table, self.reader, self.deleter) if t.down_since is not None]
+        return min(times, default=None)
+
+    def _limit(self, position: Position) -> int:
+        suspected = self.suspects_until is not None and position.seq < self.suspects_until
+        return self.cap if suspected else self.batch_rows
 
     def _start(self, consumer_settings: dict) -> Position:
         self.txp.init()  # fences any older relay and aborts its open transaction
@@ -87,27 +125,27 @@ class Relay:
         if committed is None:
             log.info("no position in %s: publishing every row of the table", self.progress_topic)
             return Position(None, self.table.snapshot())
-        swept = self.table.sweep(committed) if self.delete_published else 0
+        swept = self.table.sweep(committed)
         log.info("resuming after %d rows published (%d published rows left by a crash deleted)",
                  committed.published, swept)
         self.metrics.deleted.inc(swept)
         return committed
 
-    def topic(self, row: Row) -> str:
-        return self.route.substitute(aggregatetype=row.aggregatetype)
+    def topic(self, aggregatetype: str) -> str:
+        topic = self.topics.get(aggregatetype)
+        if topic is None:
+            topic = self.topics[aggregatetype] = self.route.substitute(aggregatetype=aggregatetype)
+        return topic
 
     def _publish(self, rows: list[Row], after: Position) -> bool:
         """One Kafka transaction: the rows, then the position after them. False if aborted."""
-        self.refusals.clear()
-        produced: dict[str, int] = {}
+        self.refused_at = None
         try:
             self.txp.begin()
-            for row in rows:
-                topic = self.topic(row)
-                self._produce(topic, row.aggregateid.encode(), row.payload.encode() if row.payload is not None else None,
-                              [("id", row.id.encode()), ("type", row.type.encode())], self._on_refused(row, topic))
-                produced[topic] = produced.get(topic, 0) + 1
-            self._produce(self.progress_topic, KEY, after.encode(), None, None, partition=0)
+            for i, row in enumerate(rows):  # str for bytes (the client encodes), no callback per row
+                self._produce(self.topic(row.aggregatetype), row.payload, row.aggregateid,
+                              [("id", row.id), ("type", row.type)], i)
+            self._produce(self.progress_topic, after.encode(), KEY, None, None, partition=0)
             began = time.monotonic()
             self.txp.commit()
         except AbortTransaction as exc:
@@ -115,48 +153,52 @@ class Relay:
             return False
         self.metrics.commit_seconds.observe(time.monotonic() - began)
         self.metrics.transactions.labels("committed").inc()
-        for topic, n in produced.items():
-            self.metrics.published.labels(topic).inc(n)
+        for aggregatetype, n in Counter(row.aggregatetype for row in rows).items():
+            self.metrics.published.labels(self.topic(aggregatetype)).inc(n)
         self.metrics.lag_seconds.set(max(0.0, time.time() - rows[-1].created_at))
         return True
 
-    def _produce(self, topic: str, key: bytes, value: bytes | None, headers, on_refused, partition: int = -1) -> None:
+    def _produce(self, topic: str, value, key, headers, row: int | None, partition: int = -1) -> None:
+        """Wait while the client's queue is full; a row it refuses at once aborts the
+        transaction (and is found like one the broker refused)."""
         while True:
             try:
-                self.txp.producer.produce(topic, value, key, partition=partition, headers=headers,
-                                          on_delivery=on_refused)
+                self.txp.producer.produce(topic, value, key, partition=partition, headers=headers)
                 return
-            except BufferError:  # the local queue is full: let it drain
+            except BufferError:
                 self.txp.producer.poll(0.1)
-            except KafkaException as exc:  # refused before sending: as if refused by the broker
+            except KafkaException as exc:
                 error = kafka_error(exc)
-                if on_refused is None or error.code() not in REFUSED_AT_ONCE:
+                if row is None or error.code() not in REFUSED_AT_ONCE:
                     raise
-                on_refused(error, None)
+                self.refused_at = (row, error)
                 raise AbortTransaction(f"Kafka refuses a row: {error.str()}") from exc
-
-    def _on_refused(self, row: Row, topic: str) -> Callable:
-        def refused(error: KafkaError | None, _msg) -> None:
-            if error is not None:
-                self.refusals.append((error, row, topic))
-        return refused
 
     def _abort(self, exc: AbortTransaction, rows: list[Row]) -> None:
         log.warning("aborting the transaction: %s", exc)
+        refused = [error for error, topic in self.txp.delivery_errors
+                   if error.code() in REFUSED and topic != self.progress_topic]
         self.txp.abort()
         self.metrics.transactions.labels("aborted").inc()
-        refused = [(error, row, topic) for error, row, topic in self.refusals
-                   if error.code() in REFUSED | REFUSED_AT_ONCE]
-        if len(refused) == 1 and len(rows) == 1:
-            error, row, topic = refused[0]
-            raise FatalError(f"Kafka refuses outbox row {row.id} (aggregate {row.aggregatetype} "
-                             f"{row.aggregateid}, topic {topic!r}): {error.str()}; nothing after it "
-                             f"was published: fix the cause (create the topic, raise its "
-                             f"max.message.bytes) or take the row out of the table, then start again")
-        if refused:
-            self.suspects_until = max(row.seq for _, row, _ in refused)
-            log.warning("Kafka refuses one of %d rows: publishing them one per transaction to find it",
-                        len(refused))
+        if self.refused_at is not None:  # the client named the row: the ones before it go first
+            index, error = self.refused_at
+            if index == 0:
+                raise self._refused(rows[0], error)
+            self._suspect(rows, index)
+        elif refused:
+            if len(rows) == 1:
+                raise self._refused(rows[0], refused[0])
+            self._suspect(rows, len(rows) // 2)
+
+    def _suspect(self, rows: list[Row], cap: int) -> None:
+        self.suspects_until, self.cap = rows[-1].seq, cap
+        log.warning("Kafka refuses a row of these %d: again %d per transaction to find it", len(rows), cap)
+
+    def _refused(self, row: Row, error: KafkaError) -> FatalError:
+        return FatalError(f"Kafka refuses outbox row {row.id} (aggregate {row.aggregatetype} "
+                          f"{row.aggregateid}, topic {self.topic(row.aggregatetype)!r}): {error.str()}; "
+                          f"nothing from it on was published: fix the cause (create the topic, raise "
+                          f"its max.message.bytes) or take the row out of the table, then start again")
 
     def _measure(self, position: Position) -> None:
         now = time.monotonic()

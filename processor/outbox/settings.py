@@ -24,7 +24,6 @@ class OutboxConfig(Strict):
     progress_topic: TopicName | None = None  # <app_id>-outbox-progress
     batch_rows: int = Field(default=5000, ge=1, le=100_000, description="rows per Kafka transaction")
     poll_interval_ms: int = Field(default=100, ge=1, le=60_000)
-    delete_published: bool = True
     database_unreachable_timeout_ms: int = Field(default=60_000, ge=1000)
     transaction_timeout_ms: int = Field(default=60_000, ge=1000, le=2**31 - 1)
     replication_factor: int = Field(default=-1, ge=-1, description="of the progress topic")

@@ -40,8 +40,11 @@ CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS {seq_index} ON {table} (seq)
 """
-COLUMNS = {"id": "uuid", "aggregatetype": "text", "aggregateid": "text", "type": "text",
-           "payload": "jsonb", "txid": "xid8", "seq": "bigint", "created_at": "timestamp with time zone"}
+TEXT = ("text", "character varying")
+# the types each column may have (Debezium's tables often use varchar, a json or text payload)
+COLUMNS = {"id": ("uuid",), "aggregatetype": TEXT, "aggregateid": TEXT, "type": TEXT,
+           "payload": ("jsonb", "json", *TEXT), "txid": ("xid8",), "seq": ("bigint",),
+           "created_at": ("timestamp with time zone",)}
 # a row is in the batch (prev, cur] when its transaction ended before `cur` and not before `prev`
 IN_BATCH = """pg_visible_in_snapshot(txid, %(cur)s::pg_snapshot)
   AND (%(prev)s::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot))"""
@@ -77,6 +80,10 @@ class OutboxTable:
         self.conn: psycopg.Connection | None = None
         self.down_since: float | None = None  # the database has not answered since then
 
+    def twin(self) -> OutboxTable:
+        """The same table through a connection of its own (one per thread)."""
+        return OutboxTable(self.dsn, self.table, self.unreachable_s, self.stopping)
+
     def _query(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(**self.names)
 
@@ -85,6 +92,8 @@ class OutboxTable:
             try:
                 if self.conn is None or self.conn.closed:
                     self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+                    # a statement stuck (on a lock, a server hung) counts as the database away
+                    self.conn.execute(sql.SQL("SET statement_timeout = {}").format(int(self.unreachable_s * 1000)))
                 result = ask(self.conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._away(what, exc)
@@ -124,7 +133,7 @@ class OutboxTable:
         if not found:
             raise TableError(f"table {self.table} does not exist: create it with "
                              f"`processor outbox -c FILE --create-table` (README: the outbox table)")
-        wrong = [f"{column} {kind}" for column, kind in COLUMNS.items() if found.get(column) != kind]
+        wrong = [f"{column} {kinds[0]}" for column, kinds in COLUMNS.items() if found.get(column) not in kinds]
         if wrong:
             raise TableError(f"table {self.table} lacks the column(s) {', '.join(wrong)} "
                              f"(README: the outbox table)")

@@ -185,17 +185,20 @@ def test_a_database_away_past_the_bound_ends_the_relay_with_one_line(outbox, pro
 
 
 def test_a_row_kafka_refuses_stops_the_relay_with_one_line_naming_it(outbox, processors):
+    """Kafka refuses the whole request the row is in: the rows before it are published, the
+    relay names it and stops; nothing after it is published (a gap would break the order)."""
     box = outbox(topic_config={"max.message.bytes": "2000"})
     with psycopg.connect(box.dsn, autocommit=True) as conn:
-        before = insert(conn, box.table, box.aggregatetype, "o1", {"n": 1})
+        rows = [insert(conn, box.table, box.aggregatetype, "o1", {"n": n}) for n in range(2)]
         refused = insert(conn, box.table, box.aggregatetype, "o1", {"blob": "x" * 5000})
+        rows.append(insert(conn, box.table, box.aggregatetype, "o1", {"n": 3}))
     relay = processors(box.config, "r1", command="outbox")
     assert relay.proc.wait(90) == 1
     errors = relay_errors(relay)
     assert len(errors) == 1 and f"Kafka refuses outbox row {refused}" in errors[0], relay.log()[-3000:]
-    records = read_all(box.bootstrap, box.topic)  # the row before it, alone: published
-    assert [r.headers["id"].decode() for r in records] == [before]
-    assert unpublished(box.dsn, box.table) == 1
+    records = read_all(box.bootstrap, box.topic)
+    assert [r.headers["id"].decode() for r in records] == rows[:2]
+    assert unpublished(box.dsn, box.table) == 2
 
 
 def test_metrics_health_and_a_clean_stop(outbox, processors):
