@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import string
-from collections import Counter
+import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from threading import Event
 
@@ -48,7 +49,7 @@ class Relay:
         self.suspects_until: int | None = None
         self.cap = batch_rows
         self.refused_at: tuple[int, KafkaError] | None = None  # a row the client refused at once
-        self.measured_at = 0.0
+        self.position: Position | None = None  # the last committed, for the backlog's measure
 
     def run(self, stopping: Event, consumer_settings: dict) -> None:
         try:
@@ -61,7 +62,9 @@ class Relay:
 
     def _run(self, stopping: Event, consumer_settings: dict) -> None:
         position = self._start(consumer_settings)
+        self.position = position
         self.ready.set()
+        threading.Thread(target=self.measure_backlog, args=(stopping,), name="outbox-backlog", daemon=True).start()
         reads, deletes = ThreadPoolExecutor(1, "outbox-read"), ThreadPoolExecutor(1, "outbox-delete")
         try:
             position = self._loop(stopping, position, reads, deletes)
@@ -81,7 +84,7 @@ class Relay:
         deleting: Future = deletes.submit(lambda: None)
         while not stopping.is_set():
             self.txp.serve()
-            self._measure(position)
+            self.position = position
             rows = ahead.result() if ahead is not None else self.table.batch(position, self._limit(position))
             ahead = None
             if not rows:  # this batch is done: on to what ended since
@@ -200,11 +203,17 @@ class Relay:
                           f"nothing from it on was published: fix the cause (create the topic, raise "
                           f"its max.message.bytes) or take the row out of the table, then start again")
 
-    def _measure(self, position: Position) -> None:
-        now = time.monotonic()
-        if now - self.measured_at < BACKLOG_EVERY_S:
-            return
-        self.measured_at = now
-        rows, age = self.table.backlog(position)
-        self.metrics.lag_rows.set(rows)
-        self.metrics.oldest_unpublished.set(age or 0.0)
+    def measure_backlog(self, stopping: Event) -> None:
+        """Every few seconds, on a connection of its own (a count over a large backlog takes
+        a while): the rows not published yet and the oldest one's age."""
+        table = self.table.twin()
+        try:
+            while not stopping.wait(BACKLOG_EVERY_S):
+                if self.position is not None:
+                    rows, age = table.backlog(self.position)
+                    self.metrics.lag_rows.set(rows)
+                    self.metrics.oldest_unpublished.set(age or 0.0)
+        except FatalError as exc:  # the loop meets the database's absence too, and says so
+            log.debug("backlog not measured: %s", exc)
+        finally:
+            table.close()
