@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from threading import Event
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -57,8 +56,7 @@ class TableError(Exception):
     """The outbox table is missing or not of the shape the relay needs (exit 2)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):  # a tuple: made in C from the fetched ones (a backlog drains at 10^5 rows/s)
     id: str
     aggregatetype: str
     aggregateid: str
@@ -148,11 +146,12 @@ class OutboxTable:
                             + IN_BATCH + " ORDER BY seq LIMIT %(limit)s")
         params = {**_params(position), "limit": limit}
         rows = self._ask("read the outbox", lambda c: c.execute(query, params).fetchall())
-        return [Row(*row) for row in rows]
+        return list(map(Row._make, rows))
 
     def delete(self, ids: list[str]) -> int:
         query = self._query("DELETE FROM {table} WHERE id = ANY(%s::uuid[])")
-        return self._ask("delete published rows", lambda c: c.execute(query, (ids,)).rowcount)
+        array = "{" + ",".join(ids) + "}"  # one text value: psycopg's list adapter is slow for 10^3 items
+        return self._ask("delete published rows", lambda c: c.execute(query, (array,)).rowcount)
 
     def sweep(self, position: Position) -> int:
         """Delete every published row still there (left by a crash between Kafka's commit and
