@@ -18,7 +18,8 @@ KEY = b"position"
 
 def ensure_progress_topic(admin: AdminClient, topic: str, replication_factor: int) -> None:
     """Create it (compacted, one partition) unless it exists, asking again while Kafka is away."""
-    ask_until_answered(lambda: ensure_changelogs(admin, [topic], 1, replication_factor), PREPARE_S,
+    ask_until_answered(lambda: ensure_changelogs(admin, [topic], 1, replication_factor, "progress topic",
+                                                 check_partitions=False), PREPARE_S,
                        f"cannot prepare the progress topic {topic!r}")
 
 

@@ -96,6 +96,8 @@ class OutboxTable:
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._away(what, exc)
                 continue
+            except psycopg.Error as exc:  # refused (a privilege missing, say): asking again would not help
+                raise FatalError(f"cannot {what}: {_first_line(exc)}") from exc
             if self.down_since is not None:
                 log.info("the database answers again after %.1fs", time.monotonic() - self.down_since)
                 self.down_since = None
@@ -104,7 +106,7 @@ class OutboxTable:
     def _away(self, what: str, exc: Exception) -> None:
         if self.conn is not None:
             self.conn.close()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
@@ -173,6 +175,10 @@ class OutboxTable:
                             " FROM {table} WHERE NOT (" + PUBLISHED + ")")
         count, age = self._ask("measure the backlog", lambda c: c.execute(query, _params(position)).fetchone())
         return count, age
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _params(position: Position) -> dict[str, Any]:

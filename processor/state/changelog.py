@@ -61,9 +61,12 @@ def input_partitions(admin: AdminClient, topics: list[str]) -> int:
 
 
 def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
-                      replication_factor: int) -> dict[str, int]:
+                      replication_factor: int, kind: str = "changelog topic",
+                      check_partitions: bool = True) -> dict[str, int]:
     """Create the changelog topics that are missing and check the others; returns each
-    one's `delete.retention.ms` (how long its tombstones last)."""
+    one's `delete.retention.ms` (how long its tombstones last). `kind` names them in the
+    errors (the outbox relay's progress topic is made and checked the same way, whatever
+    its partition count: the relay uses partition 0)."""
     existing = admin.list_topics(timeout=TIMEOUT_S).topics
     new = [NewTopic(topic, partitions, replication_factor, config={"cleanup.policy": "compact"})
            for topic in topics if topic not in existing]
@@ -75,28 +78,28 @@ def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
             if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # another instance starting at the same time made it: checked below
             if away(error):
-                raise KafkaAway(f"creating changelog topic {topic!r}: {error.str()}") from exc
+                raise KafkaAway(f"creating {kind} {topic!r}: {error.str()}") from exc
             hint = (f": create it (cleanup.policy=compact, {partitions} partitions) or let this "
                     f"client create topics" if error.code() in _DENIED else "")
-            raise FatalError(f"cannot create the changelog topic {topic!r}: {error.str()}{hint}") from exc
+            raise FatalError(f"cannot create the {kind} {topic!r}: {error.str()}{hint}") from exc
     if new:
         existing = admin.list_topics(timeout=TIMEOUT_S).topics
     for topic in topics:
-        if topic in existing and len(existing[topic].partitions) != partitions:
-            raise FatalError(f"changelog topic {topic!r} has {len(existing[topic].partitions)} "
+        if check_partitions and topic in existing and len(existing[topic].partitions) != partitions:
+            raise FatalError(f"{kind} {topic!r} has {len(existing[topic].partitions)} "
                              f"partitions, the inputs {partitions}: delete it or fix the inputs")
     retention = {}
     for topic in topics:
-        configs = _settings(admin, topic)
+        configs = _settings(admin, topic, kind)
         if "compact" not in configs["cleanup.policy"].value:
-            raise FatalError(f"changelog topic {topic!r} is not compacted "
+            raise FatalError(f"{kind} {topic!r} is not compacted "
                              f"(cleanup.policy={configs['cleanup.policy'].value}): set it to compact")
         entry = configs.get("delete.retention.ms")
         retention[topic] = int(entry.value) if entry is not None else DEFAULT_DELETE_RETENTION_MS
     return retention
 
 
-def _settings(admin: AdminClient, topic: str) -> dict:
+def _settings(admin: AdminClient, topic: str, kind: str) -> dict:
     """The topic's settings; a topic just created may take a moment to be known everywhere."""
     deadline = time.monotonic() + TIMEOUT_S
     while True:
@@ -106,8 +109,8 @@ def _settings(admin: AdminClient, topic: str) -> dict:
         except KafkaException as exc:
             error = kafka_error(exc)
             if away(error):
-                raise KafkaAway(f"reading the settings of changelog topic {topic!r}: {error.str()}") from exc
+                raise KafkaAway(f"reading the settings of {kind} {topic!r}: {error.str()}") from exc
             if error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
-                raise FatalError(f"cannot read the settings of changelog topic {topic!r}: "
+                raise FatalError(f"cannot read the settings of {kind} {topic!r}: "
                                  f"{error.str()}") from exc
             time.sleep(0.2)

@@ -133,6 +133,34 @@ def test_every_committed_row_exactly_once_through_kill_9_at_random_moments(outbo
     box.check()
 
 
+def test_a_kill_between_the_kafka_commit_and_the_delete_publishes_nothing_twice(outbox, processors):
+    """The crash window the position in Kafka is for: the rows are committed to Kafka, their
+    delete waits on locks held here, the relay is killed; the next relay, once the locks go,
+    deletes them (its sweep) and publishes only what came after."""
+    box = outbox()
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        first = [insert(conn, box.table, box.aggregatetype, f"o{n}", {"n": n}) for n in range(20)]
+    locker = psycopg.connect(box.dsn)
+    locker.execute(f"SELECT id FROM {box.table} FOR UPDATE")  # the relay's delete will wait on these
+    relay = processors(box.config, "r1", command="outbox")
+    wait_for(lambda: box.published() == 20 or not relay.running(), 60, "the rows committed to Kafka")
+    assert unpublished(box.dsn, box.table) == 20  # not deleted yet: the relay waits in its delete
+    relay.kill()
+    with psycopg.connect(box.dsn, autocommit=True) as conn:  # its delete dies with it, undone
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                     " AND query LIKE %s", (f"DELETE FROM %{box.table}%",))
+    locker.rollback()
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        later = [insert(conn, box.table, box.aggregatetype, f"o{n}", {"n": n}) for n in range(20, 25)]
+    relay = processors(box.config, "r2", command="outbox")
+    wait_for(lambda: box.drained() or not relay.running(), 60, "the table drained")
+    assert relay.terminate() == 0
+    assert "(20 published rows left by a crash deleted)" in relay.log()
+    published = [r.headers["id"].decode() for r in read_all(box.bootstrap, box.topic)]
+    assert sorted(published) == sorted(first + later)
+    locker.close()
+
+
 def test_a_second_relay_fences_the_first_and_takes_over(outbox, processors):
     box = outbox(batch_rows=100)
     writers = box.writers(2000, threads=3, seed=7)
@@ -239,3 +267,12 @@ def test_bad_config_and_a_missing_table_end_with_one_line_and_exit_2(tmp_path, k
     done = run(missing)
     assert done.returncode == 2 and "table no_such_table does not exist" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_example_from_the_database_to_the_invoices_exactly_once():
+    """examples/outbox as users run it (its own PostgreSQL and broker), with a kill -9 of the
+    relay and of the invoicer while orders flow."""
+    done = subprocess.run([sys.executable, "-m", "examples.outbox.demo", "--orders", "1500", "--kills", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "OK: every committed order was invoiced exactly once" in done.stdout

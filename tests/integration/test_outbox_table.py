@@ -1,0 +1,81 @@
+"""The outbox table's batches, prune and checks against a real PostgreSQL (no Kafka)."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from localkafka.clients import unique_name
+from processor.outbox.position import Position
+from processor.outbox.table import OutboxTable, TableError
+from tests.outboxes import insert
+
+
+@pytest.fixture
+def table(postgres: str):
+    name = unique_name("outbox").replace("-", "_").lower()
+    outbox = OutboxTable(postgres, name, 30, threading.Event())
+    outbox.create()
+    yield outbox
+    outbox.close()
+
+
+def ids(rows) -> list[str]:
+    return [row.id for row in rows]
+
+
+def test_a_row_committed_late_is_in_the_batch_of_its_commit(table, postgres):
+    late = psycopg.connect(postgres)
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        held = insert(late, table.table, "order", "x", {"n": 1})  # inserted first: the lower seq
+        first = insert(conn, table.table, "order", "y", {"n": 2})
+        position = Position(None, table.snapshot())
+        rows = table.batch(position, 100)
+        assert ids(rows) == [first]
+        position = position.after(rows[-1].seq, 1)
+        late.commit()  # after the batch's snapshot: not in this batch, whatever its seq
+        assert table.batch(position, 100) == []
+        later = insert(conn, table.table, "order", "x", {"n": 3})
+        position = position.next(table.snapshot())
+        assert ids(table.batch(position, 100)) == [held, later]  # insertion order within the batch
+    late.close()
+
+
+def test_a_batch_is_read_in_pieces_by_seq(table, postgres):
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        written = [insert(conn, table.table, "order", f"o{n}", {"n": n}) for n in range(5)]
+    position = Position(None, table.snapshot())
+    seen = []
+    while rows := table.batch(position, 2):
+        seen += ids(rows)
+        position = position.after(rows[-1].seq, len(rows))
+    assert seen == written and position.published == 5
+
+
+def test_the_sweep_deletes_published_rows_only_and_the_backlog_counts_the_rest(table, postgres):
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        old = insert(conn, table.table, "order", "o", {"n": 0})
+        position = Position(None, table.snapshot())
+        position = position.after(table.batch(position, 1)[0].seq, 1).next(table.snapshot())
+        published, kept = (insert(conn, table.table, "order", "o", {"n": n}) for n in (1, 2))
+        position = position.next(table.snapshot())  # prev: after `old`; cur: after both
+        position = position.after(table.batch(position, 1)[0].seq, 1)
+        rows, age = table.backlog(position)
+        assert rows == 1 and age is not None and age >= 0
+        assert table.sweep(position) == 2
+        left = [str(r[0]) for r in conn.execute(f"SELECT id FROM {table.table}")]
+    assert left == [kept] and old != published
+
+
+def test_a_table_without_the_relay_columns_is_named(postgres):
+    name = unique_name("debezium").replace("-", "_").lower()
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (id uuid PRIMARY KEY, aggregatetype varchar(255), "
+                     "aggregateid varchar(255), type varchar(255), payload jsonb)")
+    with pytest.raises(TableError, match=f"table {name} lacks the column.s. txid xid8, seq bigint, "
+                                         "created_at timestamp with time zone"):
+        OutboxTable(postgres, name, 30, threading.Event()).check()
+    with pytest.raises(TableError, match="does not exist"):
+        OutboxTable(postgres, "public.nothing_here", 30, threading.Event()).check()
