@@ -53,6 +53,7 @@ class Prometheus:
         self.port = free_port()
         config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        config["scrape_configs"] = config["scrape_configs"][:1]  # the processor's job (no relay here)
         config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
         config["rule_files"] = [str(PROMETHEUS / "alerts.yml")]
         path = workdir / "prometheus.yml"
