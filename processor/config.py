@@ -207,7 +207,10 @@ class LoggingConfig(Strict):
     format: Literal["json", "text"] = "json"
 
 
-class Config(BaseSettings):
+class CommandConfig(BaseSettings):
+    """What the config file of every command has (`run`, `outbox`): names, Kafka, metrics,
+    logs; `PROCESSOR__*` environment overrides win over the file."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
                                       extra="forbid", case_sensitive=False, frozen=True)
 
@@ -215,6 +218,25 @@ class Config(BaseSettings):
     instance_id: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname(),
                              pattern=r"^[A-Za-z0-9._-]+$")
     kafka: KafkaConfig
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        return (env_settings, init_settings)  # PROCESSOR__* overrides win over the file
+
+    def secrets(self) -> list[str]:
+        """The secret values of this config, for redaction wherever text leaves the process."""
+        found = [self.kafka.sasl.password if self.kafka.sasl else None,
+                 self.kafka.ssl.key_password if self.kafka.ssl else None, *self.own_secrets()]
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+
+    def own_secrets(self) -> list[SecretStr | None]:
+        return []
+
+
+class Config(CommandConfig):
     input: InputConfig
     output: OutputConfig
     dead_letter: DeadLetterConfig
@@ -222,8 +244,6 @@ class Config(BaseSettings):
     processing: ProcessingConfig = ProcessingConfig()
     resilience: dict[str, DependencyConfig] = {}
     state: StateConfig = StateConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _state_is_sequential(self) -> Config:
@@ -232,11 +252,6 @@ class Config(BaseSettings):
                              "partition must see each other's writes in order)")
         return self
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
-                                   dotenv_settings, file_secret_settings):
-        return (env_settings, init_settings)  # PROCESSOR__* overrides win over the file
-
     @property
     def group_id(self) -> str:
         return self.input.group_id or self.app_id
@@ -244,12 +259,6 @@ class Config(BaseSettings):
     @property
     def transactional_id(self) -> str:
         return f"{self.app_id}-{self.instance_id}"
-
-    def secrets(self) -> list[str]:
-        """The secret values of this config, for redaction wherever text leaves the process."""
-        found = [self.kafka.sasl.password if self.kafka.sasl else None,
-                 self.kafka.ssl.key_password if self.kafka.ssl else None]
-        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
 
 
 def substitute_env(node: Any, env: dict[str, str], path: str, problems: list[Problem],
@@ -290,7 +299,7 @@ def _describe(error: dict) -> Problem:
     return Problem(path, reason)
 
 
-def load_config(path: str | Path, model: type[BaseSettings] = Config) -> Any:
+def load_config(path: str | Path, model: type[CommandConfig] = Config) -> Any:
     """The config file at `path` as `model` (the processor's `Config`, or the outbox relay's)."""
     path = Path(path)
     try:

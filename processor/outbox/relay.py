@@ -33,7 +33,6 @@ BACKLOG_EVERY_S = 5.0
 RETRY_S = 1.0
 
 
-
 class Relay:
     def __init__(self, table: OutboxTable, txp: TransactionalProducer, progress_topic: str,
                  route: str, batch_rows: int, poll_s: float, metrics: RelayMetrics):

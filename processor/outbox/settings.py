@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import string
 from typing import Annotated, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from processor.config import (ENV_PREFIX, KafkaConfig, LoggingConfig, MetricsConfig, Strict,
-                              TopicName)
+from processor.config import CommandConfig, Strict, TopicName
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")]
 
@@ -40,24 +36,10 @@ class OutboxConfig(Strict):
         return route
 
 
-class RelayConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
-                                      extra="forbid", case_sensitive=False, frozen=True)
-
+class RelayConfig(CommandConfig):
     TEMPLATE_NAMES: ClassVar[frozenset[str]] = frozenset({"aggregatetype"})  # the route's, not variables
 
-    app_id: str = Field(pattern=r"^[A-Za-z0-9._-]+$", max_length=200)
-    instance_id: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname(),
-                             pattern=r"^[A-Za-z0-9._-]+$")
-    kafka: KafkaConfig
     outbox: OutboxConfig
-    metrics: MetricsConfig = MetricsConfig()
-    logging: LoggingConfig = LoggingConfig()
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
-                                   dotenv_settings, file_secret_settings):
-        return (env_settings, init_settings)  # PROCESSOR__* overrides win over the file
 
     @property
     def transactional_id(self) -> str:
@@ -68,13 +50,12 @@ class RelayConfig(BaseSettings):
     def progress_topic(self) -> str:
         return self.outbox.progress_topic or f"{self.app_id}-outbox-progress"
 
-    def secrets(self) -> list[str]:
+    def own_secrets(self) -> list[SecretStr | None]:
+        """The DSN, and its password alone (a library's message may quote it)."""
         from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - only the relay needs psycopg
 
         try:
             password = conninfo_to_dict(self.outbox.dsn.get_secret_value()).get("password")
         except Exception:  # noqa: BLE001 - a DSN libpq cannot parse: the connection will say so
             password = None
-        found = [self.outbox.dsn, SecretStr(str(password)) if password else None, self.kafka.sasl.password if self.kafka.sasl else None,
-                 self.kafka.ssl.key_password if self.kafka.ssl else None]
-        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+        return [self.outbox.dsn, SecretStr(str(password)) if password else None]
