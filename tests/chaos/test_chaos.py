@@ -1,5 +1,5 @@
-"""Bounded chaos runs in CI; `python -m tests.chaos.harness` and `python -m tests.chaos.booking`
-run the long ones."""
+"""Bounded chaos runs in CI; `python -m tests.chaos.harness`, `python -m tests.chaos.booking`
+and `python -m tests.chaos.outbox` run the long ones."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from tests.chaos.booking import run as run_booking_chaos
 from tests.chaos.harness import Chaos
+from tests.chaos.outbox import run as run_outbox_chaos
 
 pytestmark = pytest.mark.kafka
 
@@ -36,3 +37,9 @@ def test_bounded_booking_chaos_settles_every_booking_once(tmp_path):
     print(summary)
     assert summary.ok, summary
     assert sum(summary.faults.values()) == 6 and summary.verdict.results["CONFIRMED"] > 0, summary
+
+
+def test_bounded_outbox_chaos_publishes_every_committed_row_once(tmp_path):
+    # each fault once (kill -9, SIGTERM, a second relay, a database crash, a hard broker
+    # restart) while 5,000 transactions are written
+    assert run_outbox_chaos(tmp_path, transactions=5_000, faults=5, seed=3) == 0
