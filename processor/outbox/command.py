@@ -21,7 +21,7 @@ from processor.outbox.gauges import RelayMetrics
 from processor.outbox.progress import ensure_progress_topic
 from processor.outbox.relay import Relay
 from processor.outbox.settings import RelayConfig
-from processor.outbox.table import OutboxTable, TableError
+from processor.outbox.table import OutboxTable, Stopped, TableError
 from processor.server import EndpointServer
 from processor.txproducer import Reachability, TransactionalProducer
 
@@ -52,6 +52,9 @@ def main(args, stopping: threading.Event) -> int:
     except TableError as exc:
         print(f"outbox error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except Stopped as exc:
+        log.info("%s", exc)
+        return EXIT_OK
     except FatalError as exc:
         log.error("stopping: %s", exc)
         return EXIT_FATAL
@@ -103,7 +106,9 @@ def _relay(config: RelayConfig, table: OutboxTable, stopping: threading.Event) -
              config.progress_topic, config.transactional_id)
     ensure_progress_topic(AdminClient(settings), config.progress_topic, o.replication_factor)
     threading.Thread(target=lambda: (stopping.wait(), reachability.stopping(10.0)), daemon=True).start()
-    relay.run(stopping, settings)
-    if server is not None:
-        server.close()
+    try:
+        relay.run(stopping, settings)
+    finally:
+        if server is not None:
+            server.close()
     return EXIT_OK

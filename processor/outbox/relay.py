@@ -24,7 +24,7 @@ from processor.kafka import FENCED_BY, FatalError, kafka_error
 from processor.outbox.gauges import RelayMetrics
 from processor.outbox.position import Position
 from processor.outbox.progress import KEY, read_position
-from processor.outbox.table import OutboxTable, Row
+from processor.outbox.table import OutboxTable, Row, Stopped
 from processor.refusals import REFUSED, REFUSED_AT_ONCE
 from processor.txproducer import AbortTransaction, TransactionalProducer
 
@@ -218,7 +218,7 @@ class Relay:
                     rows, age = table.backlog(self.position)
                     self.metrics.lag_rows.set(rows)
                     self.metrics.oldest_unpublished.set(age or 0.0)
-        except FatalError as exc:  # the loop meets the database's absence too, and says so
+        except (FatalError, Stopped) as exc:  # the loop meets the database's absence too, and says so
             log.debug("backlog not measured: %s", exc)
         finally:
             table.close()

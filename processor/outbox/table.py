@@ -56,6 +56,11 @@ class TableError(Exception):
     """The outbox table is missing or not of the shape the relay needs (exit 2)."""
 
 
+class Stopped(Exception):
+    """A stop was asked for while waiting for the database: nothing is left half done (rows
+    are read before a Kafka transaction and deleted after it), so it is a clean stop."""
+
+
 class Row(NamedTuple):  # a tuple: made in C from the fetched ones (a backlog drains at 10^5 rows/s)
     id: str
     aggregatetype: str
@@ -115,7 +120,7 @@ class OutboxTable:
             raise FatalError(f"database unreachable for {now - self.down_since:.0f}s "
                              f"(bound {self.unreachable_s:.0f}s): {reason}")
         if self.stopping.wait(RECONNECT_EVERY_S):
-            raise FatalError(f"stopped while the database did not answer ({reason})")
+            raise Stopped(f"stopped while the database did not answer ({reason})")
 
     def close(self) -> None:
         if self.conn is not None:

@@ -212,6 +212,16 @@ def test_a_database_away_past_the_bound_ends_the_relay_with_one_line(outbox, pro
     assert len(errors) == 1 and "database unreachable for" in errors[0], relay.log()[-2000:]
 
 
+def test_a_stop_while_the_database_is_away_is_a_clean_stop(outbox, processors, private_postgres):
+    box = outbox(dsn=private_postgres.dsn)
+    relay = processors(box.config, "r1", command="outbox")
+    wait_for(lambda: "publishing every row" in relay.log() or not relay.running(), 60, "the relay started")
+    private_postgres.stop("fast")
+    wait_for(lambda: "does not answer" in relay.log() or not relay.running(), 30, "the relay noticing")
+    assert relay.terminate(30) == 0
+    assert "stopped while the database did not answer" in relay.log() and not relay_errors(relay)
+
+
 def test_a_row_kafka_refuses_stops_the_relay_with_one_line_naming_it(outbox, processors):
     """Kafka refuses the whole request the row is in: the rows before it are published, the
     relay names it and stops; nothing after it is published (a gap would break the order)."""
