@@ -1,8 +1,8 @@
 """The monitoring shipped with the compose deployment, checked for real: Prometheus (Debian's
 package) accepts its config and alerts, `promtool test rules` covers each alert, and every
 query of the Grafana dashboard returns data from processors running on the local broker (a
-panel that shows nothing is a bug): the order charger with its flaky gateway and poison, and
-the booking saga with its services."""
+panel that shows nothing is a bug): the order charger with its flaky gateway and poison, the
+booking saga with its services, and an outbox relay on a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 
@@ -20,7 +21,8 @@ from examples.booking.deployment import Deployment, bookings
 from examples.gateway import Faults, Gateway
 from examples.orders import make_samples
 from localkafka import free_port
-from localkafka.clients import wait_for
+from localkafka.clients import create_topics, unique_name, wait_for
+from tests.outboxes import create_tables, insert, write_relay_config
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.kafka
@@ -90,7 +92,19 @@ def dashboard_queries() -> dict[str, str]:
     return {f"{panel['title']}: {target['expr']}": target["expr"] for panel in panels for target in panel["targets"]}
 
 
-def test_every_dashboard_query_shows_data_from_a_real_run(pipe, processors, tmp_path, kafka_bootstrap):
+def start_relay(processors, tmp_path: Path, bootstrap: str, dsn: str, port: int) -> None:
+    """An outbox relay with rows to publish, its metrics on `port`."""
+    table = unique_name("outbox").replace("-", "_").lower()
+    create_tables(dsn, table)
+    create_topics(bootstrap, ["outbox.monitored"], 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for n in range(100):
+            insert(conn, table, "monitored", f"o{n % 10}", {"n": n})
+    config = write_relay_config(tmp_path / "relay.yaml", bootstrap, dsn, table, unique_name("relay"), metrics_port=port)
+    processors(config, "relay", command="outbox")
+
+
+def test_every_dashboard_query_shows_data_from_a_real_run(pipe, processors, tmp_path, kafka_bootstrap, postgres):
     charger_port = free_port()
     p = pipe(partitions=3, transform="examples.charge:transform", output_value={"format": "json"},
              metrics_port=charger_port,
@@ -109,7 +123,9 @@ def test_every_dashboard_query_shows_data_from_a_real_run(pipe, processors, tmp_
         booking.create_topics()
         booking.start_all()
         booking.feed(bookings(300))
-        targets = [f"127.0.0.1:{charger_port}"] + [f"127.0.0.1:{port}" for port in booking.metrics_ports.values()]
+        relay_port = free_port()
+        start_relay(processors, tmp_path, kafka_bootstrap, postgres, relay_port)
+        targets = [f"127.0.0.1:{port}" for port in (charger_port, relay_port, *booking.metrics_ports.values())]
         prometheus = Prometheus(tmp_path, targets)
         queries = dashboard_queries()
         empty: list[str] = []
