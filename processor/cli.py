@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     outbox = commands.add_parser("outbox", help="publish a PostgreSQL outbox table to Kafka "
                                  "exactly once, until SIGTERM or SIGINT")
     outbox.add_argument("-c", "--config", required=True, help="the relay's YAML config file")
-    outbox.add_argument("--create-table", action="store_true",
-                        help="create the outbox table (if missing) and exit")
+    once = outbox.add_mutually_exclusive_group()
+    once.add_argument("--create-table", action="store_true",
+                      help="create the outbox table (if missing) and exit")
+    once.add_argument("--check", action="store_true",
+                      help="check the config and the table (exit 2: one line), and exit")
     args = parser.parse_args(argv)
     if args.command == "dlq":
         from processor.dlq.command import main as dlq  # noqa: PLC0415

@@ -1,4 +1,4 @@
-"""`processor outbox -c FILE [--create-table]`: run the relay until SIGTERM.
+"""`processor outbox -c FILE [--create-table | --check]`: run the relay until SIGTERM.
 
 Exit 0 after a clean stop, 1 when Kafka or the database stays away past its bound, Kafka
 refuses a row, or another relay took over; 2 for a bad config or outbox table, with one line.
@@ -48,6 +48,9 @@ def main(args, stopping: threading.Event) -> int:
             print(f"table {o.table}: ready")
             return EXIT_OK
         table.check()
+        if args.check:
+            print(f"{args.config}: OK (table {o.table} as the relay needs it)")
+            return EXIT_OK
         return _relay(config, table, stopping)
     except TableError as exc:
         print(f"outbox error: {exc}", file=sys.stderr)

@@ -264,8 +264,8 @@ def test_metrics_health_and_a_clean_stop(outbox, processors):
 
 
 def test_bad_config_and_a_missing_table_end_with_one_line_and_exit_2(tmp_path, kafka_bootstrap, postgres):
-    def run(config: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "processor", "outbox", "-c", str(config)],
+    def run(config: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "processor", "outbox", "-c", str(config), *extra],
                               capture_output=True, text=True, timeout=60)
 
     bad = write_relay_config(tmp_path / "bad.yaml", kafka_bootstrap, postgres, "outbox_x", "app",
@@ -274,9 +274,13 @@ def test_bad_config_and_a_missing_table_end_with_one_line_and_exit_2(tmp_path, k
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "config error: outbox.route: ${aggregateid} is not a column a route can name (only ${aggregatetype})"]
     missing = write_relay_config(tmp_path / "missing.yaml", kafka_bootstrap, postgres, "no_such_table", "app")
-    done = run(missing)
-    assert done.returncode == 2 and "table no_such_table does not exist" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    for extra in ([], ["--check"]):
+        done = run(missing, *extra)
+        assert done.returncode == 2 and "table no_such_table does not exist" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    created = subprocess.run([sys.executable, "-m", "processor", "outbox", "-c", str(missing), "--create-table"],
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0 and run(missing, "--check").returncode == 0
 
 
 def test_the_example_from_the_database_to_the_invoices_exactly_once():
