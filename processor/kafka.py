@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-from processor.config import Config
+from processor.config import CommandConfig, Config
 
 # settings the exactly-once guarantee depends on: raw overrides may not change them
 _CONSUMER_FIXED = {"isolation.level": "read_committed", "enable.auto.commit": False,
@@ -68,7 +68,7 @@ class ClientErrors:
             raise MemberFenced(fenced)
 
 
-def client_settings(config: Config) -> dict[str, Any]:
+def client_settings(config: CommandConfig) -> dict[str, Any]:
     k = config.kafka
     settings: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers,
                                 "security.protocol": k.security_protocol,
@@ -129,9 +129,14 @@ def incremental_assignment(config: Config) -> bool:
 
 
 def producer_settings(config: Config) -> dict[str, Any]:
+    return transactional_settings(config, config.transactional_id, config.processing.transaction_timeout_ms)
+
+
+def transactional_settings(config: CommandConfig, transactional_id: str, timeout_ms: int) -> dict[str, Any]:
+    """A transactional producer's (the processor's, the outbox relay's); ValueError for an
+    override exactly-once cannot live with."""
     _check_overrides("producer", config.kafka.producer, _PRODUCER_FIXED)
-    return {**client_settings(config), "transactional.id": config.transactional_id,
-            "transaction.timeout.ms": config.processing.transaction_timeout_ms,
+    return {**client_settings(config), "transactional.id": transactional_id, "transaction.timeout.ms": timeout_ms,
             **PRODUCER_DEFAULTS, **config.kafka.producer, **_PRODUCER_FIXED}
 
 

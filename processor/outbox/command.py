@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from processor.config import ConfigError, load_config
-from processor.kafka import ClientErrors, FatalError, client_settings
+from processor.kafka import ClientErrors, FatalError, client_settings, transactional_settings
 from processor.logs import setup_logging
 from processor.outbox.gauges import RelayMetrics
 from processor.outbox.progress import ensure_progress_topic
@@ -27,17 +27,18 @@ from processor.txproducer import Reachability, TransactionalProducer
 
 log = logging.getLogger("processor.outbox")
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
-# the relay's producer: Kafka's own defaults but for these (no topic is created by producing)
-PRODUCER_SETTINGS = {"enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                     "allow.auto.create.topics": False}
 
 
 def main(args, stopping: threading.Event) -> int:
     try:
         config: RelayConfig = load_config(args.config, RelayConfig)
+        producer = transactional_settings(config, config.transactional_id, config.outbox.transaction_timeout_ms)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:  # an override exactly-once cannot live with
+        print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, config.logging.format, config.app_id, config.secrets())
     o = config.outbox
@@ -51,7 +52,7 @@ def main(args, stopping: threading.Event) -> int:
         if args.check:
             print(f"{args.config}: OK (table {o.table} as the relay needs it)")
             return EXIT_OK
-        return _relay(config, table, stopping)
+        return _relay(config, producer, table, stopping)
     except TableError as exc:
         print(f"outbox error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -65,16 +66,14 @@ def main(args, stopping: threading.Event) -> int:
         table.close()
 
 
-def _relay(config: RelayConfig, table: OutboxTable, stopping: threading.Event) -> int:
+def _relay(config: RelayConfig, producer: dict, table: OutboxTable, stopping: threading.Event) -> int:
     errors = ClientErrors()
     hooks = {"logger": logging.getLogger("librdkafka"), "error_cb": errors}
     settings = {**client_settings(config), **hooks}
     o = config.outbox
     reachability = Reachability(config.kafka.unreachable_timeout_ms / 1000, errors)
     txp = TransactionalProducer(
-        lambda extra: Producer({**settings, "transactional.id": config.transactional_id,
-                                "transaction.timeout.ms": o.transaction_timeout_ms,
-                                **PRODUCER_SETTINGS, **config.kafka.producer, **extra}),
+        lambda extra: Producer({**producer, **hooks, **extra}),
         call_timeout_s=o.transaction_timeout_ms / 2000, reachability=reachability)
     metrics = RelayMetrics()
     relay = Relay(table, txp, config.progress_topic, o.route, o.batch_rows, o.poll_interval_ms / 1000,

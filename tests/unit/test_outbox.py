@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from threading import Event
+from types import SimpleNamespace
+
 import pytest
 
 from processor.config import ConfigError, load_config
+from processor.outbox.command import main
 from processor.outbox.position import Position
 from processor.outbox.settings import RelayConfig
 
@@ -45,3 +49,11 @@ def test_bad_relay_configs_are_named(tmp_path, outbox, problem):
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, BASE + f"outbox: {outbox}\n"), RelayConfig)
     assert any(str(p).startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_a_producer_override_exactly_once_cannot_live_with_is_refused(tmp_path, capsys):
+    path = write(tmp_path, "app_id: shop\nkafka: {bootstrap_servers: 'localhost:9092', "
+                           "producer: {enable.idempotence: false}}\noutbox: {dsn: x}\n")
+    assert main(SimpleNamespace(config=path, create_table=False, check=False), Event()) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "config error: kafka.producer.enable.idempotence must stay True for exactly-once"]
