@@ -24,7 +24,7 @@ from bench.run import PARTITIONS, ROOT, Rounds, local_broker, record_times, roun
 from localkafka.clients import create_topics, unique_name
 from localpg import LocalPostgres
 from processor.outbox.table import OutboxTable
-from tests.outboxes import write_relay_config
+from tests.outboxes import table_name, write_relay_config
 
 BATCH = 5000
 AGGREGATES = 1000
@@ -32,7 +32,7 @@ AGGREGATES = 1000
 
 def backlog(dsn: str, rows: int) -> tuple[str, str]:
     """A new outbox table of `rows` committed rows and its topic: (table, topic)."""
-    table = unique_name("outbox").replace("-", "_")
+    table = table_name()
     aggregatetype = unique_name("order").replace("-", "_")
     OutboxTable(dsn, table, 30, threading.Event()).create()
     pad = "x" * 150

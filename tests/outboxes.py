@@ -22,8 +22,13 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from localkafka.clients import read_all
+from localkafka.clients import read_all, unique_name
 from processor.outbox.table import OutboxTable
+
+
+def table_name(label: str = "outbox") -> str:
+    """A table name unique to one test or run (an SQL identifier: no dashes)."""
+    return unique_name(label).replace("-", "_").lower()
 
 
 def create_tables(dsn: str, table: str) -> None:

@@ -89,10 +89,10 @@ class ProcessorProcess:
         """The JSON log lines (librdkafka's own stderr lines and tracebacks left out)."""
         return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
 
-    def errors(self) -> list[str]:
-        """The processor's own ERROR lines."""
+    def errors(self, logger: str = "processor") -> list[str]:
+        """Its own ERROR lines (`processor.outbox` for the relay's)."""
         return [line["message"] for line in self.log_lines()
-                if line["level"] == "ERROR" and line["logger"] == "processor"]
+                if line["level"] == "ERROR" and line["logger"] == logger]
 
     def held_partitions(self) -> set[str]:
         """The partitions (`topic[n]`) it holds, or held when asked to stop, from its log."""

@@ -22,9 +22,10 @@ from collections import Counter
 from pathlib import Path
 
 from localkafka import LocalBroker
-from localkafka.clients import create_topics, read_all, unique_name, wait_for
+from localkafka.clients import create_topics, read_all, wait_for
 from localpg import LocalPostgres
-from tests.outboxes import Writers, check_published, create_tables, ledger, unpublished, write_relay_config
+from tests.outboxes import (Writers, check_published, create_tables, ledger, table_name, unpublished,
+                            write_relay_config)
 from tests.processes import ProcessorProcess
 
 FAULTS = ("kill", "sigterm", "second relay", "database crash", "broker restart")
@@ -36,7 +37,7 @@ def run(workdir: Path, transactions: int, faults: int, seed: int) -> int:
     began = time.monotonic()
     try:
         bootstrap, dsn = broker.start(), database.start()
-        table = unique_name("outbox").replace("-", "_").lower()
+        table = table_name()
         aggregatetype = "order"
         topic = f"outbox.{aggregatetype}"
         create_topics(bootstrap, [topic], 3)

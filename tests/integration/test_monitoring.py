@@ -22,7 +22,7 @@ from examples.gateway import Faults, Gateway
 from examples.orders import make_samples
 from localkafka import free_port
 from localkafka.clients import create_topics, unique_name, wait_for
-from tests.outboxes import create_tables, insert, write_relay_config
+from tests.outboxes import create_tables, insert, table_name, write_relay_config
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.kafka
@@ -94,7 +94,7 @@ def dashboard_queries() -> dict[str, str]:
 
 def start_relay(processors, tmp_path: Path, bootstrap: str, dsn: str, port: int) -> None:
     """An outbox relay with rows to publish, its metrics on `port`."""
-    table = unique_name("outbox").replace("-", "_").lower()
+    table = table_name()
     create_tables(dsn, table)
     create_topics(bootstrap, ["outbox.monitored"], 1)
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -15,7 +15,7 @@ import pytest
 from localkafka import free_port
 from localkafka.clients import create_topics, read_all, unique_name, wait_for
 from tests.http import get, samples_of
-from tests.outboxes import (Writers, check_published, create_tables, insert, ledger, unpublished,
+from tests.outboxes import (Writers, check_published, create_tables, insert, ledger, table_name, unpublished,
                             write_relay_config)
 
 pytestmark = pytest.mark.kafka
@@ -48,7 +48,7 @@ class Outbox:
 def outbox(kafka_bootstrap: str, postgres: str, tmp_path: Path):
     def make(dsn: str = postgres, partitions: int = 3, topic_config: dict | None = None,
              **options) -> Outbox:
-        table = unique_name("outbox").replace("-", "_").lower()
+        table = table_name()
         aggregatetype = unique_name("order").replace("-", "_")
         topic = f"outbox.{aggregatetype}"
         create_topics(kafka_bootstrap, [topic], partitions, topic_config)
@@ -57,11 +57,6 @@ def outbox(kafka_bootstrap: str, postgres: str, tmp_path: Path):
         config = write_relay_config(tmp_path / f"{app_id}.yaml", kafka_bootstrap, dsn, table, app_id, **options)
         return Outbox(kafka_bootstrap, dsn, table, aggregatetype, topic, app_id, config)
     return make
-
-
-def relay_errors(proc) -> list[str]:
-    return [line["message"] for line in proc.log_lines()
-            if line["level"] == "ERROR" and line["logger"] == "processor.outbox"]
 
 
 def test_rows_go_out_keyed_by_aggregate_with_their_id_then_leave_the_table(outbox, processors):
@@ -80,7 +75,7 @@ def test_rows_go_out_keyed_by_aggregate_with_their_id_then_leave_the_table(outbo
         (b"o1", b'{"n": 2}', b"created"), (b"o2", None, b"deleted")]  # a null payload: a tombstone
     assert by_id[ids[0]].partition == by_id[ids[2]].partition
     assert relay.terminate() == 0
-    assert not relay_errors(relay)
+    assert not relay.errors("processor.outbox")
 
 
 def test_a_late_commit_is_published_and_each_aggregate_in_commit_order(outbox, processors):
@@ -168,7 +163,7 @@ def test_a_second_relay_fences_the_first_and_takes_over(outbox, processors):
     wait_for(lambda: box.published() > 0 or not first.running(), 60, "the first relay publishing")
     second = processors(box.config, "second", command="outbox")
     assert first.proc.wait(60) == 1
-    assert any("another relay of this outbox took over" in line for line in relay_errors(first))
+    assert any("another relay of this outbox took over" in line for line in first.errors("processor.outbox"))
     wait_for(lambda: writers.done() and box.drained() or not second.running(), 240, "every row published")
     assert second.terminate() == 0
     box.check()
@@ -208,7 +203,7 @@ def test_a_database_away_past_the_bound_ends_the_relay_with_one_line(outbox, pro
     wait_for(lambda: "publishing every row" in relay.log() or not relay.running(), 60, "the relay started")
     private_postgres.stop("fast")
     assert relay.proc.wait(60) == 1
-    errors = relay_errors(relay)
+    errors = relay.errors("processor.outbox")
     assert len(errors) == 1 and "database unreachable for" in errors[0], relay.log()[-2000:]
 
 
@@ -219,7 +214,7 @@ def test_a_stop_while_the_database_is_away_is_a_clean_stop(outbox, processors, p
     private_postgres.stop("fast")
     wait_for(lambda: "does not answer" in relay.log() or not relay.running(), 30, "the relay noticing")
     assert relay.terminate(30) == 0
-    assert "stopped while the database did not answer" in relay.log() and not relay_errors(relay)
+    assert "stopped while the database did not answer" in relay.log() and not relay.errors("processor.outbox")
 
 
 def test_a_row_kafka_refuses_stops_the_relay_with_one_line_naming_it(outbox, processors):
@@ -232,7 +227,7 @@ def test_a_row_kafka_refuses_stops_the_relay_with_one_line_naming_it(outbox, pro
         rows.append(insert(conn, box.table, box.aggregatetype, "o1", {"n": 3}))
     relay = processors(box.config, "r1", command="outbox")
     assert relay.proc.wait(90) == 1
-    errors = relay_errors(relay)
+    errors = relay.errors("processor.outbox")
     assert len(errors) == 1 and f"Kafka refuses outbox row {refused}" in errors[0], relay.log()[-3000:]
     records = read_all(box.bootstrap, box.topic)
     assert [r.headers["id"].decode() for r in records] == rows[:2]

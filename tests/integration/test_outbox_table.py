@@ -7,15 +7,14 @@ import threading
 import psycopg
 import pytest
 
-from localkafka.clients import unique_name
 from processor.outbox.position import Position
 from processor.outbox.table import OutboxTable, TableError
-from tests.outboxes import insert
+from tests.outboxes import insert, table_name
 
 
 @pytest.fixture
 def table(postgres: str):
-    name = unique_name("outbox").replace("-", "_").lower()
+    name = table_name()
     outbox = OutboxTable(postgres, name, 30, threading.Event())
     outbox.create()
     yield outbox
@@ -70,7 +69,7 @@ def test_the_sweep_deletes_published_rows_only_and_the_backlog_counts_the_rest(t
 
 
 def test_a_table_without_the_relay_columns_is_named(postgres):
-    name = unique_name("debezium").replace("-", "_").lower()
+    name = table_name("debezium")
     with psycopg.connect(postgres, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {name} (id uuid PRIMARY KEY, aggregatetype varchar(255), "
                      "aggregateid varchar(255), type varchar(255), payload jsonb)")
