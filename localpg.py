@@ -21,6 +21,10 @@ from pathlib import Path
 from localkafka.procs import HOST, free_port, pid_alive
 
 DATABASE = "outbox"
+# The WAL writer's longest delay and no autovacuum (whose commits flush the WAL too): a crash
+# then loses what was not flushed by a commit (the ends of rolled-back transactions), the case
+# that makes PostgreSQL hand out their transaction ids again.
+CRASH_PRONE = {"wal_writer_delay": "10s", "autovacuum": "off"}
 
 
 class PostgresError(RuntimeError):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from localkafka import LocalBroker
-from localpg import LocalPostgres
+from localpg import CRASH_PRONE, LocalPostgres
 from localkafka.clients import committed_offsets, create_topics, end_offsets, produce, unique_name, wait_for
 from tests.processes import ProcessorProcess, write_config
 from tests.verify import Verdict, verify
@@ -44,6 +44,16 @@ def postgres() -> Iterator[str]:
 def private_postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this test's own, to stop, kill and restart."""
     server = LocalPostgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def crash_prone_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this test's own that a crash makes forget what it did not flush
+    (localpg.CRASH_PRONE)."""
+    server = LocalPostgres(CRASH_PRONE)
     server.start()
     yield server
     server.remove()

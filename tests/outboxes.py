@@ -16,13 +16,16 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import yaml
 
-from localkafka.clients import read_all, unique_name
+from localkafka.clients import read_all, unique_name, wait_for
+from localpg import LocalPostgres
 from processor.outbox.table import OutboxTable
 
 
@@ -75,10 +78,13 @@ class Writers:
     seed: int = 1
     started: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
+    resumed: threading.Event = field(default_factory=threading.Event)  # cleared: writers hold
+    busy: int = 0  # writers inside a transaction
     workers: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Writers:
+        self.resumed.set()
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             with conn.cursor() as cur:
                 cur.executemany(f"INSERT INTO {self.table}_aggregates VALUES (%s, 0) ON CONFLICT DO NOTHING",
@@ -89,11 +95,26 @@ class Writers:
         return self
 
     def _take(self) -> bool:
+        while True:
+            with self.lock:
+                if self.started >= self.transactions or self.stopping.is_set():
+                    return False
+                if self.resumed.is_set():
+                    self.started += 1
+                    self.busy += 1
+                    return True
+            self.resumed.wait(0.1)
+
+    @contextmanager
+    def quiet(self, deadline_s: float = 30.0) -> Iterator[None]:
+        """A quiet moment: no writer in a transaction inside the block."""
         with self.lock:
-            if self.started >= self.transactions or self.stopping.is_set():
-                return False
-            self.started += 1
-            return True
+            self.resumed.clear()
+        try:
+            wait_for(lambda: self.busy == 0, deadline_s, "the writers quiet", interval=0.01)
+            yield
+        finally:
+            self.resumed.set()
 
     def _write(self, n: int) -> None:
         rng = random.Random(self.seed * 1000 + n)
@@ -110,6 +131,8 @@ class Writers:
                         conn.close()
                     conn = None
                     time.sleep(0.2)
+            with self.lock:
+                self.busy -= 1
         if conn is not None:
             conn.close()
 
@@ -133,6 +156,34 @@ class Writers:
         self.stopping.set()
         for w in self.workers:
             w.join(30)
+
+
+def roll_back_then_crash(database: LocalPostgres, transactions: int = 5, relay_deadline_s: float = 10.0) -> list[int]:
+    """Roll back `transactions` transactions that took an id, wait until the relay took a
+    snapshot after them (one that counts their ids as ended), then crash the database (no
+    checkpoint): their ids are handed out again after the restart unless their ends reached
+    the disk first (the WAL writer's next round, or a page of WAL filled: they write little).
+    The ids rolled back."""
+    with psycopg.connect(database.dsn) as conn:
+        began = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.rollback()
+        rolled_back = []
+        for _ in range(transactions):
+            rolled_back.append(int(conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]))
+            conn.rollback()
+        # the relay's loop when idle: a snapshot, then a read; two of its statements begun
+        # after the rollbacks mean a snapshot after them
+        starts: set = set()
+        deadline = time.monotonic() + relay_deadline_s
+        while len(starts) < 2 and time.monotonic() < deadline:
+            starts.update(t for (t,) in conn.execute(
+                "SELECT query_start FROM pg_stat_activity WHERE query_start > %s AND "
+                "(query LIKE 'SELECT pg_current_snapshot()%%' OR query LIKE 'SELECT id::text, aggregatetype%%')",
+                (began,)))
+            conn.rollback()  # the activity is read once per transaction
+            time.sleep(0.01)
+    database.stop("immediate")
+    return rolled_back
 
 
 def ledger(dsn: str, table: str) -> dict[str, tuple[str, int]]:

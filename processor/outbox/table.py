@@ -47,6 +47,20 @@ COLUMNS = {"id": ("uuid",), "aggregatetype": TEXT, "aggregateid": TEXT, "type": 
 # a row is in the batch (prev, cur] when its transaction ended before `cur` and not before `prev`
 IN_BATCH = """pg_visible_in_snapshot(txid, %(cur)s::pg_snapshot)
   AND (%(prev)s::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot))"""
+# A crash forgets the ids of transactions whose end had not reached the disk (a rollback's
+# record waits for the WAL writer) and hands them out again; a snapshot that counts them as
+# ended would hide the rows written under them after the crash (in no batch, and swept as
+# published). So a snapshot is used only once an id above all it counts as ended is durable:
+# a transaction of the relay's own, taken after the snapshot in the same statement, writes a
+# WAL record (an empty logical message; no slot or privilege needed) and commits
+# synchronously, which flushes every record before it (and waits for synchronous standbys).
+# The database never hands out an id below a durable commit's again.
+SNAPSHOT = "SELECT pg_current_snapshot()::text"
+DURABLE_SNAPSHOT = ("SELECT pg_current_snapshot()::text, pg_current_xact_id()::text, "
+                    "pg_logical_emit_message(true, 'processor.outbox', '')")
+# the relay's commits wait for the disk (and synchronous standbys) whatever the role's default
+DURABLE_COMMITS = ("SELECT set_config('synchronous_commit', 'on', false)"
+                   " WHERE current_setting('synchronous_commit') IN ('off', 'local')")
 # published: ended before `prev`, or in the batch up to `seq`
 PUBLISHED = """pg_visible_in_snapshot(txid, %(cur)s::pg_snapshot)
   AND (seq <= %(seq)s OR (%(prev)s::pg_snapshot IS NOT NULL AND pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)))"""
@@ -82,6 +96,7 @@ class OutboxTable:
         self.names = _names(table)
         self.conn: psycopg.Connection | None = None
         self.down_since: float | None = None  # the database has not answered since then
+        self.durable_below = 0  # no transaction id below it is ever handed out again
 
     def twin(self) -> OutboxTable:
         """The same table through a connection of its own (one per thread)."""
@@ -97,6 +112,7 @@ class OutboxTable:
                     self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
                     # a statement stuck (on a lock, a server hung) counts as the database away
                     self.conn.execute(sql.SQL("SET statement_timeout = {}").format(int(self.unreachable_s * 1000)))
+                    self.conn.execute(DURABLE_COMMITS)
                 result = ask(self.conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._away(what, exc)
@@ -144,7 +160,17 @@ class OutboxTable:
                              f"(README: the outbox table)")
 
     def snapshot(self) -> str:
-        return self._ask("take a snapshot", lambda c: c.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
+        """A snapshot that a crash or a failover to a synchronous standby cannot make wrong:
+        every id it counts as ended is below a durable commit (DURABLE_SNAPSHOT). While no new
+        id is handed out (idle), the last one made durable still covers it: no commit."""
+        def take(conn: psycopg.Connection) -> str:
+            snapshot = conn.execute(SNAPSHOT).fetchone()[0]
+            if xmax(snapshot) <= self.durable_below:
+                return snapshot
+            snapshot, xid, _ = conn.execute(DURABLE_SNAPSHOT).fetchone()
+            self.durable_below = int(xid) + 1
+            return snapshot
+        return self._ask("take a snapshot", take)
 
     def batch(self, position: Position, limit: int) -> list[Row]:
         """The next rows of the position's batch, in insertion order."""
@@ -180,6 +206,11 @@ class OutboxTable:
                             " FROM {table} WHERE NOT (" + PUBLISHED + ")")
         count, age = self._ask("measure the backlog", lambda c: c.execute(query, _params(position)).fetchone())
         return count, age
+
+
+def xmax(snapshot: str) -> int:
+    """The first id a snapshot (`xmin:xmax:xip,...`) counts as not yet begun."""
+    return int(snapshot.split(":")[1])
 
 
 def _first_line(exc: Exception) -> str:

@@ -78,3 +78,30 @@ def test_a_table_without_the_relay_columns_is_named(postgres):
         OutboxTable(postgres, name, 30, threading.Event()).check()
     with pytest.raises(TableError, match="does not exist"):
         OutboxTable(postgres, "public.nothing_here", 30, threading.Event()).check()
+
+
+def test_a_snapshot_survives_a_database_crash_that_hands_out_its_transaction_ids_again(crash_prone_postgres):
+    """A crash forgets transaction ids whose end never reached the disk (rolled back, say) and
+    hands them out again; a snapshot the relay took before the crash counts them as ended, so
+    rows written after the crash under them would fall in no batch."""
+    dsn = crash_prone_postgres.dsn
+    name = table_name()
+    table = OutboxTable(dsn, name, 30, threading.Event())
+    table.create()
+    with psycopg.connect(dsn) as conn:
+        rolled_back = []
+        for n in range(3):
+            insert(conn, name, "order", "o", {"n": n})
+            rolled_back.append(conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
+            conn.rollback()
+    snapshot = table.snapshot()  # counts the rolled-back ids as ended
+    table.close()
+    crash_prone_postgres.stop("immediate")
+    crash_prone_postgres.start()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        after = insert(conn, name, "order", "o", {"n": "after the crash"})
+        txid = conn.execute(f"SELECT txid::text FROM {name} WHERE id = %s", (after,)).fetchone()[0]
+    position = Position(None, snapshot)
+    assert table.batch(position, 100) == [], f"id {txid} (rolled back: {rolled_back}) is taken as ended"
+    assert ids(table.batch(position.next(table.snapshot()), 100)) == [after]
+    table.close()
