@@ -16,7 +16,7 @@ from processor.codecs import Codec, SchemaError, build_codec
 from processor.config import CodecConfig, Config, ConfigError, Problem, load_config
 from processor.engine import STOP_SECONDS, Engine
 from processor.hangwatch import HangWatch
-from processor.kafka import (ClientErrors, FatalError, client_settings, consumer_settings,
+from processor.kafka import (ClientErrors, FatalError, Stopped, client_settings, consumer_settings,
                              incremental_assignment, producer_settings)
 from processor.logs import setup_logging
 from processor.metrics import Metrics
@@ -150,8 +150,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
     try:
         if stores:
             stores.prepare(AdminClient({**client_settings(config), **hooks}), config.input.topics,
-                           config.state.replication_factor)
+                           config.state.replication_factor, stopping)
         engine.run(stopping)
+    except Stopped as exc:
+        log.info("%s", exc)
     except FatalError as exc:
         log.error("stopping: %s", exc)
         code = EXIT_FATAL

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from threading import Event
 from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
@@ -185,10 +186,16 @@ class KafkaAway(Exception):
     """Kafka did not answer (a broker restarting, say): worth asking again."""
 
 
-def ask_until_answered(ask: Callable[[], T], seconds: float, what: str) -> T:
+class Stopped(Exception):
+    """A stop was asked for while waiting for Kafka or a database to answer: nothing is left
+    half done, so it is a clean stop (exit 0)."""
+
+
+def ask_until_answered(ask: Callable[[], T], seconds: float, what: str, stopping: Event | None = None) -> T:
     """`ask()`, again every second while it raises KafkaAway, for up to `seconds`; then a
-    FatalError saying `what` failed and why."""
+    FatalError saying `what` failed and why. A stop meanwhile: Stopped."""
     give_up = time.monotonic() + seconds
+    stopping = stopping or Event()
     while True:
         try:
             return ask()
@@ -196,4 +203,5 @@ def ask_until_answered(ask: Callable[[], T], seconds: float, what: str) -> T:
             if time.monotonic() > give_up:
                 raise FatalError(f"{what}: {exc} (Kafka did not answer for {seconds:.0f}s)") from exc
             logging.getLogger("processor").warning("%s: %s; asking again", what, exc)
-        time.sleep(ASK_AGAIN_S)  # Kafka is away: pace the questions
+            if stopping.wait(ASK_AGAIN_S):  # Kafka is away: pace the questions
+                raise Stopped(f"stopped while Kafka did not answer ({what}: {exc})") from exc

@@ -15,13 +15,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from processor.config import ConfigError, load_config
-from processor.kafka import ClientErrors, FatalError, client_settings, transactional_settings
+from processor.kafka import ClientErrors, FatalError, Stopped, client_settings, transactional_settings
 from processor.logs import setup_logging
 from processor.outbox.gauges import RelayMetrics
 from processor.outbox.progress import ensure_progress_topic
 from processor.outbox.relay import Relay
 from processor.outbox.settings import RelayConfig
-from processor.outbox.table import OutboxTable, Stopped, TableError
+from processor.outbox.table import OutboxTable, TableError
 from processor.server import EndpointServer
 from processor.txproducer import Reachability, TransactionalProducer
 
@@ -106,7 +106,7 @@ def _relay(config: RelayConfig, producer: dict, table: OutboxTable, stopping: th
         log.info("metrics on http://%s:%d/metrics", config.metrics.host, server.server_port)
     log.info("starting: outbox %s -> %s, progress in %s, transactional.id %s", o.table, o.route,
              config.progress_topic, config.transactional_id)
-    ensure_progress_topic(AdminClient(settings), config.progress_topic, o.replication_factor)
+    ensure_progress_topic(AdminClient(settings), config.progress_topic, o.replication_factor, stopping)
     threading.Thread(target=lambda: (stopping.wait(), reachability.stopping(10.0)), daemon=True).start()
     try:
         relay.run(stopping, settings)

@@ -5,36 +5,30 @@ after the relay's producer has fenced any older relay: what it reads is final.""
 from __future__ import annotations
 
 import time
+from threading import Event
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from processor.kafka import FatalError, KafkaAway, ask_until_answered, kafka_error
+from processor.kafka import ask_until_answered
 from processor.outbox.position import Position
-from processor.state.changelog import PREPARE_S, TIMEOUT_S, away, ensure_changelogs
+from processor.state.changelog import PREPARE_S, TIMEOUT_S, ensure_changelogs, sorted_errors
 
 KEY = b"position"
 
 
-def ensure_progress_topic(admin: AdminClient, topic: str, replication_factor: int) -> None:
+def ensure_progress_topic(admin: AdminClient, topic: str, replication_factor: int, stopping: Event) -> None:
     """Create it (compacted, one partition) unless it exists, asking again while Kafka is away."""
-    ask_until_answered(lambda: ensure_changelogs(admin, [topic], 1, replication_factor, "progress topic",
-                                                 check_partitions=False), PREPARE_S,
-                       f"cannot prepare the progress topic {topic!r}")
+    what = f"cannot prepare the progress topic {topic!r}"
+    ask_until_answered(sorted_errors(lambda: ensure_changelogs(
+        admin, [topic], 1, replication_factor, "progress topic", check_partitions=False), what),
+        PREPARE_S, what, stopping)
 
 
-def read_position(settings: dict, topic: str) -> Position | None:
+def read_position(settings: dict, topic: str, stopping: Event) -> Position | None:
     """The last committed position, or None when the relay never committed one."""
-    def read() -> Position | None:
-        try:
-            return _read(settings, topic)
-        except KafkaException as exc:
-            error = kafka_error(exc)
-            if away(error):
-                raise KafkaAway(error.str()) from exc
-            raise FatalError(f"cannot read the progress topic {topic!r}: {error.str()}") from exc
-
-    return ask_until_answered(read, PREPARE_S, f"cannot read the progress topic {topic!r}")
+    what = f"cannot read the progress topic {topic!r}"
+    return ask_until_answered(sorted_errors(lambda: _read(settings, topic), what), PREPARE_S, what, stopping)
 
 
 def _read(settings: dict, topic: str) -> Position | None:

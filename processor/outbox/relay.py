@@ -20,11 +20,11 @@ from threading import Event
 
 from confluent_kafka import KafkaError, KafkaException
 
-from processor.kafka import FENCED_BY, FatalError, kafka_error
+from processor.kafka import FENCED_BY, FatalError, Stopped, kafka_error
 from processor.outbox.gauges import RelayMetrics
 from processor.outbox.position import Position
 from processor.outbox.progress import KEY, read_position
-from processor.outbox.table import OutboxTable, Row, Stopped
+from processor.outbox.table import OutboxTable, Row
 from processor.refusals import REFUSED, REFUSED_AT_ONCE
 from processor.txproducer import AbortTransaction, TransactionalProducer
 
@@ -60,7 +60,7 @@ class Relay:
             raise
 
     def _run(self, stopping: Event, consumer_settings: dict) -> None:
-        position = self._start(consumer_settings)
+        position = self._start(consumer_settings, stopping)
         self.position = position
         self.ready.set()
         threading.Thread(target=self.measure_backlog, args=(stopping,), name="outbox-backlog", daemon=True).start()
@@ -121,9 +121,9 @@ class Relay:
         suspected = self.suspects_until is not None and position.seq < self.suspects_until
         return self.cap if suspected else self.batch_rows
 
-    def _start(self, consumer_settings: dict) -> Position:
+    def _start(self, consumer_settings: dict, stopping: Event) -> Position:
         self.txp.init()  # fences any older relay and aborts its open transaction
-        committed = read_position(consumer_settings, self.progress_topic)
+        committed = read_position(consumer_settings, self.progress_topic, stopping)
         if committed is None:
             log.info("no position in %s: publishing every row of the table", self.progress_topic)
             return Position(None, self.table.snapshot())
@@ -178,7 +178,8 @@ class Relay:
             except KafkaException as exc:
                 error = kafka_error(exc)
                 if row is None or error.code() not in REFUSED_AT_ONCE:
-                    raise
+                    # the transaction failed (fenced, say): its abort tells why, as a commit would
+                    raise AbortTransaction(f"producing failed: {error.str()}") from exc
                 self.refused_at = (row, error)
                 raise AbortTransaction(f"Kafka refuses a row: {error.str()}") from exc
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg import sql
 
-from processor.kafka import FatalError
+from processor.kafka import FatalError, Stopped
 from processor.outbox.position import Position
 
 log = logging.getLogger("processor.outbox")
@@ -70,11 +70,6 @@ class TableError(Exception):
     """The outbox table is missing or not of the shape the relay needs (exit 2)."""
 
 
-class Stopped(Exception):
-    """A stop was asked for while waiting for the database: nothing is left half done (rows
-    are read before a Kafka transaction and deleted after it), so it is a clean stop."""
-
-
 class Row(NamedTuple):  # a tuple: made in C from the fetched ones (a backlog drains at 10^5 rows/s)
     id: str
     aggregatetype: str
@@ -97,6 +92,7 @@ class OutboxTable:
         self.conn: psycopg.Connection | None = None
         self.down_since: float | None = None  # the database has not answered since then
         self.durable_below = 0  # no transaction id below it is ever handed out again
+        self.closed = False
 
     def twin(self) -> OutboxTable:
         """The same table through a connection of its own (one per thread)."""
@@ -125,6 +121,8 @@ class OutboxTable:
             return result
 
     def _away(self, what: str, exc: Exception) -> None:
+        if self.closed:  # closed under a statement by the relay ending: not the database's doing
+            raise Stopped(f"{what}: the relay is ending")
         if self.conn is not None:
             self.conn.close()
         reason = _first_line(exc)
@@ -139,6 +137,7 @@ class OutboxTable:
             raise Stopped(f"stopped while the database did not answer ({reason})")
 
     def close(self) -> None:
+        self.closed = True
         if self.conn is not None:
             self.conn.close()
 

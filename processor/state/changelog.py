@@ -8,14 +8,18 @@ partition must find its changes in the changelog partition of the same number.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from threading import Event
+from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from processor.kafka import UNREACHABLE, FatalError, KafkaAway, ask_until_answered, kafka_error
 
-TIMEOUT_S = 30.0
+TIMEOUT_S = 10.0  # one question; while Kafka is away it is asked again, and a stop waits for one
 PREPARE_S = 120.0  # Kafka away at start (a broker restarting): ask again this long
+T = TypeVar("T")
 DEFAULT_DELETE_RETENTION_MS = 86_400_000
 _DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
            KafkaError.POLICY_VIOLATION}
@@ -30,21 +34,28 @@ def changelog_topic(app_id: str, store: str) -> str:
     return f"{app_id}-{store}-changelog"
 
 
-def prepare_changelogs(admin: AdminClient, input_topics: list[str], topics: list[str],
-                       replication_factor: int) -> dict[str, int]:
-    """`ensure_changelogs` for partitions like the inputs', asked again while Kafka is away
-    (up to `PREPARE_S`); FatalError when they do not fit."""
-    def prepare() -> dict[str, int]:
+def sorted_errors(ask: Callable[[], T], what: str) -> Callable[[], T]:
+    """`ask` with Kafka's errors sorted for `ask_until_answered`: Kafka away (KafkaAway: ask
+    again) or a refusal (FatalError saying that `what` failed)."""
+    def asked() -> T:
         try:
-            return ensure_changelogs(admin, topics, input_partitions(admin, input_topics),
-                                     replication_factor)
+            return ask()
         except KafkaException as exc:
             error = kafka_error(exc)
-            if not away(error):
-                raise FatalError(f"cannot prepare the changelog topics: {error.str()}") from exc
-            raise KafkaAway(error.str()) from exc
+            if away(error):
+                raise KafkaAway(error.str()) from exc
+            raise FatalError(f"{what}: {error.str()}") from exc
+    return asked
 
-    return ask_until_answered(prepare, PREPARE_S, "cannot prepare the changelog topics")
+
+def prepare_changelogs(admin: AdminClient, input_topics: list[str], topics: list[str],
+                       replication_factor: int, stopping: Event) -> dict[str, int]:
+    """`ensure_changelogs` for partitions like the inputs', asked again while Kafka is away
+    (up to `PREPARE_S`, or until a stop: Stopped); FatalError when they do not fit."""
+    what = "cannot prepare the changelog topics"
+    return ask_until_answered(sorted_errors(lambda: ensure_changelogs(
+        admin, topics, input_partitions(admin, input_topics), replication_factor), what),
+        PREPARE_S, what, stopping)
 
 
 def input_partitions(admin: AdminClient, topics: list[str]) -> int:

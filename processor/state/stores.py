@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from threading import Event
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -62,12 +63,14 @@ class Stores(Hooks):
         self.last_checkpoint = clock()
         self.timers = Timers(app_id, self) if TIMERS_STORE in ttls else None
 
-    def prepare(self, admin: AdminClient, input_topics: list[str], replication_factor: int) -> None:
-        """Create or check the changelog topics (FatalError when they do not fit)."""
+    def prepare(self, admin: AdminClient, input_topics: list[str], replication_factor: int,
+                stopping: Event) -> None:
+        """Create or check the changelog topics (FatalError when they do not fit; Stopped by a
+        stop while Kafka is away)."""
         self.restorer = self.new_restorer()
         self.recovery = Recovery(self.restorer, self.clock)
         self.retention_ms = prepare_changelogs(admin, input_topics, sorted(self.topics.values()),
-                                               replication_factor)
+                                               replication_factor, stopping)
 
     # -- records ---------------------------------------------------------------------------
     def partition(self, name: str, partition: int) -> StorePartition:

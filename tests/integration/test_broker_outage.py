@@ -8,6 +8,7 @@ import time
 import pytest
 
 from examples.orders import make_samples
+from localkafka import free_port
 from localkafka.clients import create_topics, unique_name, wait_for
 from processor.engine import STOP_SECONDS
 from tests.conftest import Pipe
@@ -80,3 +81,22 @@ def test_sigterm_while_the_broker_is_down_ends_within_the_stop_bound(private_bro
         assert line.startswith("stopping: gave up stopping cleanly"), line
     else:
         assert code == 0 and proc.errors() == [], proc.log()[-3000:]
+
+
+def test_sigterm_while_kafka_is_away_at_start_with_stores_is_a_clean_stop(tmp_path, processors):
+    """Nothing answers at the bootstrap address: the changelog topics cannot be prepared."""
+    config = write_config(tmp_path / "away.yaml", f"127.0.0.1:{free_port()}", input_topic="in",
+                          output_topic="out", dead_letter_topic="dlq", app_id=unique_name("away"),
+                          transform="tests.transforms:count_per_key", output_value={"format": "json"},
+                          input_codec={"key": {"format": "string"}, "value": {"format": "json"}},
+                          state={"dir": str(tmp_path / "state"), "stores": {"counts": {}}})
+    proc = processors(config, "away")
+    wait_for(lambda: "cannot prepare the changelog topics" in proc.log() or not proc.running(), 60,
+             "the processor asking for its changelog topics")
+    stopped = time.monotonic()
+    code = proc.terminate()
+    took = time.monotonic() - stopped
+    print(f"\nSIGTERM while Kafka is away at start: exit {code} after {took:.1f}s")
+    assert code == 0 and proc.errors() == [] and "Traceback" not in proc.log(), proc.log()[-3000:]
+    assert took < STOP_SECONDS, proc.log()[-3000:]
+    assert "stopped while Kafka did not answer" in proc.log()

@@ -169,6 +169,27 @@ def test_a_second_relay_fences_the_first_and_takes_over(outbox, processors):
     box.check()
 
 
+def test_relays_fenced_while_they_produce_end_with_one_line(outbox, processors):
+    """A backlog of large rows: a relay spends its time producing, and is fenced there."""
+    box = outbox()
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {box.table} (id, aggregatetype, aggregateid, type, payload) "
+                     "SELECT gen_random_uuid(), %s, 'a' || (n %% 50), 'changed', "
+                     "jsonb_build_object('n', n, 'pad', repeat('x', 20000)) FROM generate_series(1, 40000) n",
+                     (box.aggregatetype,))
+    relays = [processors(box.config, "r0", command="outbox")]
+    for n in range(1, 4):
+        left = unpublished(box.dsn, box.table)
+        wait_for(lambda: unpublished(box.dsn, box.table) < left or not relays[-1].running(), 60, "publishing")
+        relays.append(processors(box.config, f"r{n}", command="outbox"))
+        assert relays[-2].proc.wait(60) == 1
+        errors = relays[-2].errors("processor.outbox")
+        assert len(errors) == 1 and "another relay of this outbox took over" in errors[0], relays[-2].log()[-3000:]
+        assert "Traceback" not in relays[-2].log()
+    wait_for(lambda: box.drained() or not relays[-1].running(), 240, "every row published")
+    assert relays[-1].terminate() == 0
+
+
 def test_two_relays_started_together_leave_one_publishing(outbox, processors):
     box = outbox(batch_rows=100)
     writers = box.writers(1000, threads=2, seed=9)
@@ -238,6 +259,19 @@ def test_a_stop_while_the_database_is_away_is_a_clean_stop(outbox, processors, p
     wait_for(lambda: "does not answer" in relay.log() or not relay.running(), 30, "the relay noticing")
     assert relay.terminate(30) == 0
     assert "stopped while the database did not answer" in relay.log() and not relay.errors("processor.outbox")
+
+
+def test_a_stop_while_kafka_is_away_at_start_is_a_clean_stop(tmp_path, processors, postgres):
+    table = table_name()
+    create_tables(postgres, table)
+    config = write_relay_config(tmp_path / "away.yaml", f"127.0.0.1:{free_port()}", postgres, table,
+                                unique_name("relay"))
+    relay = processors(config, "r1", command="outbox")
+    wait_for(lambda: "cannot prepare the progress topic" in relay.log() or not relay.running(), 60,
+             "the relay asking for its progress topic")
+    assert relay.terminate(30) == 0, relay.log()[-3000:]
+    assert not relay.errors("processor.outbox") and "Traceback" not in relay.log(), relay.log()[-3000:]
+    assert "stopped while Kafka did not answer" in relay.log()
 
 
 def test_a_row_kafka_refuses_stops_the_relay_with_one_line_naming_it(outbox, processors):

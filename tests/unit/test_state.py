@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from concurrent.futures import Future
 from pathlib import Path
+from threading import Event
 from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from processor.kafka import FatalError
+from processor import kafka
+from processor.kafka import FatalError, Stopped
 from processor.metrics import Metrics
 from processor.state.backend import MemoryBackend, RocksBackend
 from processor.state.codec import MAX_VALUE_BYTES, decode_value, encode_key, encode_value
@@ -234,12 +237,22 @@ class AwayAdmin(RacingAdmin):
 
 def test_changelogs_are_prepared_once_kafka_answers_and_not_for_ever(monkeypatch):
     from processor.state import changelog  # noqa: PLC0415
-    monkeypatch.setattr(changelog.time, "sleep", lambda s: None)
-    assert changelog.prepare_changelogs(AwayAdmin(3), ["in"], ["app-counts-changelog"], -1) == {
+    monkeypatch.setattr(kafka, "ASK_AGAIN_S", 0.0)
+    assert changelog.prepare_changelogs(AwayAdmin(3), ["in"], ["app-counts-changelog"], -1, Event()) == {
         "app-counts-changelog": 86_400_000}
     monkeypatch.setattr(changelog, "PREPARE_S", 0.0)
     with pytest.raises(FatalError, match="cannot prepare the changelog topics: .*did not answer for 0s"):
-        changelog.prepare_changelogs(AwayAdmin(10**9), ["in"], ["app-counts-changelog"], -1)
+        changelog.prepare_changelogs(AwayAdmin(10**9), ["in"], ["app-counts-changelog"], -1, Event())
+
+
+def test_a_stop_while_kafka_is_away_at_start_is_a_clean_stop_at_once():
+    from processor.state import changelog  # noqa: PLC0415
+    stopping = Event()
+    stopping.set()
+    began = time.monotonic()
+    with pytest.raises(Stopped, match="stopped while Kafka did not answer .cannot prepare the changelog topics"):
+        changelog.prepare_changelogs(AwayAdmin(10**9), ["in"], ["app-counts-changelog"], -1, stopping)
+    assert time.monotonic() - began < 1.0
 
 
 class CreationAwayAdmin(RacingAdmin):
@@ -264,9 +277,9 @@ class CreationAwayAdmin(RacingAdmin):
 
 def test_a_changelog_creation_kafka_does_not_answer_is_asked_again(monkeypatch):
     from processor.state import changelog  # noqa: PLC0415
-    monkeypatch.setattr(changelog.time, "sleep", lambda s: None)
+    monkeypatch.setattr(kafka, "ASK_AGAIN_S", 0.0)
     admin = CreationAwayAdmin(2)
-    assert changelog.prepare_changelogs(admin, ["in"], ["app-counts-changelog"], -1) == {
+    assert changelog.prepare_changelogs(admin, ["in"], ["app-counts-changelog"], -1, Event()) == {
         "app-counts-changelog": 86_400_000}
     assert admin.away == 0
 
