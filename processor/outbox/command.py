@@ -21,7 +21,7 @@ from processor.outbox.gauges import RelayMetrics
 from processor.outbox.progress import ensure_progress_topic
 from processor.outbox.relay import Relay
 from processor.outbox.settings import RelayConfig
-from processor.outbox.table import OutboxTable, TableError
+from processor.outbox.table import OutboxTable, Refused, TableError
 from processor.server import EndpointServer
 from processor.txproducer import Reachability, TransactionalProducer
 
@@ -44,11 +44,14 @@ def main(args, stopping: threading.Event) -> int:
     o = config.outbox
     table = OutboxTable(o.dsn.get_secret_value(), o.table, o.database_unreachable_timeout_ms / 1000, stopping)
     try:
-        if args.create_table:
-            table.create()
-            print(f"table {o.table}: ready")
-            return EXIT_OK
-        table.check()
+        try:
+            if args.create_table:
+                table.create()
+                print(f"table {o.table}: ready")
+                return EXIT_OK
+            table.check()
+        except Refused as exc:  # at start: the config's DSN or its secret is wrong
+            raise TableError(str(exc)) from exc
         if args.check:
             print(f"{args.config}: OK (table {o.table} as the relay needs it)")
             return EXIT_OK

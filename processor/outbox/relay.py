@@ -148,10 +148,13 @@ class Relay:
             for i, row in enumerate(rows):  # the hot path: str for bytes (the client encodes them)
                 topic = topics.get(row.aggregatetype) or self.topic(row.aggregatetype)
                 headers = [("id", row.id), ("type", row.type)]
+                # an empty key is spread over the partitions by librdkafka's default
+                # partitioner: the rows of aggregate '' keep their order in partition 0
+                partition = -1 if row.aggregateid else 0
                 try:
-                    produce(topic, row.payload, row.aggregateid, headers=headers)
+                    produce(topic, row.payload, row.aggregateid, headers=headers, partition=partition)
                 except (BufferError, KafkaException):
-                    self._produce(topic, row.payload, row.aggregateid, headers, i)
+                    self._produce(topic, row.payload, row.aggregateid, headers, i, partition)
             self._produce(self.progress_topic, after.encode(), KEY, None, None, partition=0)
             began = time.monotonic()
             self.txp.commit()

@@ -44,6 +44,7 @@ TEXT = ("text", "character varying")
 COLUMNS = {"id": ("uuid",), "aggregatetype": TEXT, "aggregateid": TEXT, "type": TEXT,
            "payload": ("jsonb", "json", *TEXT), "txid": ("xid8",), "seq": ("bigint",),
            "created_at": ("timestamp with time zone",)}
+NOT_NULL = ("aggregatetype", "aggregateid", "type")  # a row's topic, key and type
 # a row is in the batch (prev, cur] when its transaction ended before `cur` and not before `prev`
 IN_BATCH = """pg_visible_in_snapshot(txid, %(cur)s::pg_snapshot)
   AND (%(prev)s::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot))"""
@@ -64,6 +65,16 @@ DURABLE_COMMITS = ("SELECT set_config('synchronous_commit', 'on', false)"
 # published: ended before `prev`, or in the batch up to `seq`
 PUBLISHED = """pg_visible_in_snapshot(txid, %(cur)s::pg_snapshot)
   AND (seq <= %(seq)s OR (%(prev)s::pg_snapshot IS NOT NULL AND pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)))"""
+
+
+# a connection the server refuses (its text is all psycopg tells): asking again would not help
+REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry", "pg_hba.conf rejects",
+            "permission denied", "no password supplied")
+
+
+class Refused(FatalError):
+    """The database refuses the relay's connection (a wrong password, a role or database that
+    does not exist, pg_hba.conf): not an outage."""
 
 
 class TableError(Exception):
@@ -111,6 +122,8 @@ class OutboxTable:
                     self.conn.execute(DURABLE_COMMITS)
                 result = ask(self.conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if any(refusal in str(exc) for refusal in REFUSALS):
+                    raise Refused(f"cannot {what}: the database refuses the relay: {_first_line(exc)}") from exc
                 self._away(what, exc)
                 continue
             except psycopg.Error as exc:  # refused (a privilege missing, say): asking again would not help
@@ -147,9 +160,10 @@ class OutboxTable:
     def check(self) -> None:
         """The table exists with the columns the relay reads, of their types."""
         schema, _, name = self.table.rpartition(".")
-        found = dict(self._ask("describe the outbox table", lambda c: c.execute(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s"
-            " AND table_schema = COALESCE(NULLIF(%s, ''), current_schema())", (name, schema)).fetchall()))
+        described = self._ask("describe the outbox table", lambda c: c.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = %s"
+            " AND table_schema = COALESCE(NULLIF(%s, ''), current_schema())", (name, schema)).fetchall())
+        found = {column: kind for column, kind, _ in described}
         if not found:
             raise TableError(f"table {self.table} does not exist: create it with "
                              f"`processor outbox -c FILE --create-table` (README: the outbox table)")
@@ -157,6 +171,10 @@ class OutboxTable:
         if wrong:
             raise TableError(f"table {self.table} lacks the column(s) {', '.join(wrong)} "
                              f"(README: the outbox table)")
+        nullable = [column for column, _, null in described if column in NOT_NULL and null == "YES"]
+        if nullable:  # a row without them would go to a topic `None`, or without its key's order
+            raise TableError(f"table {self.table}: column(s) {', '.join(nullable)} may be NULL; every row needs "
+                             f"them: ALTER TABLE {self.table} ALTER COLUMN {nullable[0]} SET NOT NULL")
 
     def snapshot(self) -> str:
         """A snapshot that a crash or a failover to a synchronous standby cannot make wrong:

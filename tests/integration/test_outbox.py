@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from localkafka import free_port
+from localkafka.procs import HOST
 from localkafka.clients import create_topics, read_all, unique_name, wait_for
 from tests.http import get, samples_of
 from tests.outboxes import (Writers, check_published, create_tables, insert, ledger, roll_back_then_crash, table_name,
@@ -76,6 +78,18 @@ def test_rows_go_out_keyed_by_aggregate_with_their_id_then_leave_the_table(outbo
     assert by_id[ids[0]].partition == by_id[ids[2]].partition
     assert relay.terminate() == 0
     assert not relay.errors("processor.outbox")
+
+
+def test_the_rows_of_an_empty_aggregate_id_keep_their_order_in_one_partition(outbox, processors):
+    box = outbox(partitions=6)
+    with psycopg.connect(box.dsn, autocommit=True) as conn:
+        ids = [insert(conn, box.table, box.aggregatetype, "", {"n": n}) for n in range(30)]
+    relay = processors(box.config, "r1", command="outbox")
+    wait_for(lambda: box.drained() or not relay.running(), 60, "the table drained")
+    assert relay.terminate() == 0
+    records = read_all(box.bootstrap, box.topic)
+    assert {r.partition for r in records} == {0}
+    assert [r.headers["id"].decode() for r in records] == ids
 
 
 def test_a_late_commit_is_published_and_each_aggregate_in_commit_order(outbox, processors):
@@ -333,6 +347,30 @@ def test_bad_config_and_a_missing_table_end_with_one_line_and_exit_2(tmp_path, k
     created = subprocess.run([sys.executable, "-m", "processor", "outbox", "-c", str(missing), "--create-table"],
                              capture_output=True, text=True, timeout=60)
     assert created.returncode == 0 and run(missing, "--check").returncode == 0
+
+
+def test_a_database_that_refuses_the_relay_is_one_line_and_exit_2_at_once(tmp_path, kafka_bootstrap,
+                                                                          private_postgres):
+    """A wrong password, a role or database that does not exist: refusals, not outages."""
+    dsn = private_postgres.dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE relay LOGIN PASSWORD 'right'")
+    hba = private_postgres.data / "pg_hba.conf"
+    hba.write_text(f"host all relay {HOST}/32 scram-sha-256\n" + hba.read_text())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    for wrong, reason in [(dsn.replace("postgres@", "relay:wrong@"), 'password authentication failed for user "relay"'),
+                          (dsn.replace("postgres@", "nobody@"), 'role "nobody" does not exist'),
+                          (dsn.rsplit("/", 1)[0] + "/nothing", 'database "nothing" does not exist')]:
+        config = write_relay_config(tmp_path / "refused.yaml", kafka_bootstrap, wrong, "outbox", "app")
+        for extra in ([], ["--check"], ["--create-table"]):
+            began = time.monotonic()
+            done = subprocess.run([sys.executable, "-m", "processor", "outbox", "-c", str(config), *extra],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+            assert "the database refuses the relay" in done.stderr and reason in done.stderr, done.stderr
+            assert "wrong" not in done.stderr  # the password is not repeated
+            assert time.monotonic() - began < 15
 
 
 def test_the_example_from_the_database_to_the_invoices_exactly_once():

@@ -105,3 +105,15 @@ def test_a_snapshot_survives_a_database_crash_that_hands_out_its_transaction_ids
     assert table.batch(position, 100) == [], f"id {txid} (rolled back: {rolled_back}) is taken as ended"
     assert ids(table.batch(position.next(table.snapshot()), 100)) == [after]
     table.close()
+
+
+def test_a_table_whose_rows_may_lack_a_topic_key_or_type_is_refused(postgres):
+    name = table_name("nullable")
+    with psycopg.connect(postgres, autocommit=True) as conn:  # Debezium's columns, without NOT NULL
+        conn.execute(f"CREATE TABLE {name} (id uuid PRIMARY KEY, aggregatetype varchar(255), "
+                     "aggregateid varchar(255), type varchar(255) NOT NULL, payload jsonb, "
+                     "txid xid8 NOT NULL DEFAULT pg_current_xact_id(), seq bigint GENERATED ALWAYS AS IDENTITY, "
+                     "created_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    with pytest.raises(TableError, match=f"table {name}: column.s. aggregatetype, aggregateid may be NULL; "
+                                         f"every row needs them: ALTER TABLE {name} ALTER COLUMN aggregatetype SET NOT NULL"):
+        OutboxTable(postgres, name, 30, threading.Event()).check()
