@@ -27,6 +27,7 @@ TIMERS_STORE = "__timers"
 _DUE, _BY_ID = b"t", b"n"
 _TIME = struct.Struct(">q")
 _AFTER_EVERY_DUE = _DUE + b"\xff" * _TIME.size
+MAX_DUE_MS = 2**63 - 1  # what the index's 8 bytes hold
 
 
 def _ident(name: str, key: Key) -> bytes:
@@ -47,11 +48,15 @@ class PartitionTimers:
     def schedule(self, name: str, *, at_ms: int | None = None, after_ms: int | None = None,
                  key: Any = _INPUT_KEY, payload: Any = None) -> int:
         """Fire timer `name` for `key` at `at_ms` (ms since the epoch) or `after_ms` from now,
-        replacing the one of that name and key if any; returns its due time. The payload is
+        replacing the one of that name and key if any; returns its due time (a time in the
+        past: now, at the next chance). The payload is
         anything a store value may be (JSON or bytes)."""
         if (at_ms is None) == (after_ms is None):
             raise ValueError("schedule a timer with exactly one of at_ms and after_ms")
-        due = int(at_ms if at_ms is not None else wall_ms() + after_ms)
+        # a due time in the past fires at once, even one before 1970 (the index sorts from 0)
+        due = max(0, int(at_ms if at_ms is not None else wall_ms() + after_ms))
+        if due >= MAX_DUE_MS:
+            raise ValueError(f"a timer's due time is below {MAX_DUE_MS} ms since the epoch, not {due}")
         ident = _ident(name, self._key(key))
         self._remove(ident)
         self.store.set(_BY_ID + ident, due)

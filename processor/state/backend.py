@@ -13,6 +13,8 @@ from typing import Protocol
 
 from rocksdict import Options, Rdict, WriteBatch
 
+from processor.kafka import FatalError
+
 Changes = dict[bytes, bytes | None]  # None deletes
 
 
@@ -24,6 +26,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class StoreCorrupt(FatalError):
+    """RocksDB found a block of the local store corrupt (a disk fault): no record is to blame,
+    and the store is not to be trusted. The process ends; the next start rebuilds the store
+    from its changelog (the mark beside it says so)."""
+
+
+def corrupt_mark(path: Path) -> Path:
+    return path.with_name(path.name + ".corrupt")
+
+
 class RocksBackend:
     def __init__(self, path: Path):
         self.path = path
@@ -31,7 +43,14 @@ class RocksBackend:
         self.db = Rdict(str(path), options=Options(raw_mode=True))
 
     def get(self, key: bytes) -> bytes | None:
-        return self.db.get(key)
+        try:
+            return self.db.get(key)
+        except Exception as exc:  # rocksdict raises Exception itself, its text says which
+            if "Corruption" not in str(exc):
+                raise
+            corrupt_mark(self.path).touch()
+            raise StoreCorrupt(f"the local store at {self.path} is corrupt ({str(exc).splitlines()[0][:200]}): "
+                               f"the next start rebuilds it from its changelog") from exc
 
     def write(self, changes: Changes) -> None:
         batch = WriteBatch(raw_mode=True)

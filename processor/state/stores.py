@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from processor.hooks import Hooks
 from processor.kafka import FatalError, kafka_error
-from processor.state.backend import Backend, RocksBackend
+from processor.state.backend import Backend, RocksBackend, corrupt_mark
 from processor.state.changelog import changelog_topic, prepare_changelogs
 from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
@@ -172,10 +172,14 @@ class Stores(Hooks):
 
     def _open(self, name: str, partition: int) -> StorePartition:
         path = self.directory / name / str(partition)
+        if corrupt_mark(path).exists():  # found corrupt by the last run
+            log.warning("store %r partition %d was found corrupt: rebuilding it from its changelog", name, partition)
+            shutil.rmtree(path, ignore_errors=True)
+            corrupt_mark(path).unlink()
         try:
             backend = self.open_backend(path)
         except Exception as exc:  # noqa: BLE001 - a corrupt store is rebuilt, never trusted
-            if "lock" in str(exc).lower():
+            if "lock file" in str(exc).lower():  # RocksDB's "While lock file: ...": not "block"
                 raise FatalError(f"store {name!r} partition {partition} at {path} is in use by "
                                  f"another process: give every instance its own state.dir") from exc
             log.warning("store %r partition %d cannot be opened (%s): rebuilding it", name, partition, exc)

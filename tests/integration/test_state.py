@@ -4,6 +4,7 @@ directory, and a local store left behind its changelog."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from rocksdict import Options, Rdict
 
 from localkafka import free_port
 from localkafka.clients import create_topics, produce, read_all, wait_for
@@ -79,6 +81,39 @@ def test_a_deleted_state_dir_is_rebuilt_from_the_changelog(counting, processors)
     assert_exact_counts(p, 6_000)
     assert "rebuilding" not in proc.log()  # nothing was there to distrust: a plain restore
     assert "recovered <store 'counts' partition" in proc.log()
+
+
+def corrupt_a_block(state_dir: Path) -> Path:
+    """Put a store partition's entries in an SST file (as RocksDB does in time) and flip bytes
+    in its middle: a disk fault. The file corrupted."""
+    path = next(p for p in (state_dir / "i1" / "counts").iterdir() if p.is_dir() and any(p.iterdir()))
+    db = Rdict(str(path), options=Options(raw_mode=True))
+    db.flush()
+    db.close()
+    del db  # the lock goes with the object
+    gc.collect()
+    sst = max(path.glob("*.sst"), key=lambda f: f.stat().st_size)
+    with sst.open("r+b") as f:
+        f.seek(sst.stat().st_size // 3)
+        f.write(b"\x00\xff" * 64)
+    return sst
+
+
+def test_a_store_found_corrupt_at_start_is_rebuilt_from_its_changelog(counting, processors):
+    """Nothing is dead-lettered for a disk fault, and it is not taken for another process
+    holding the store (RocksDB's "block checksum mismatch" has "lock" in it): the store is
+    rebuilt from its changelog. (Found corrupt on a read later: tests/unit/test_state.py.)"""
+    p = counting(partitions=1)
+    feed(p.bootstrap, p.input, 0, 6_000)
+    p.drain(processors(p.config, "i1"))
+    corrupt_a_block(p.state_dir)
+    feed(p.bootstrap, p.input, 6_000, 6_000)
+    rebuilt = processors(p.config, "i1")
+    p.drain(rebuilt)
+    assert "cannot be opened (Corruption: block checksum mismatch" in rebuilt.log()
+    assert "rebuilding it" in rebuilt.log() and rebuilt.errors() == []
+    assert_exact_counts(p, 12_000)
+    assert read_all(p.bootstrap, p.dead_letter) == []
 
 
 def test_recovery_is_visible_and_restores_every_key(pipe, processors, tmp_path: Path):

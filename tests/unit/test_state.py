@@ -4,6 +4,7 @@ the record and the transaction, TTL, and a per-key count through the engine on f
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -18,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from processor import kafka
 from processor.kafka import FatalError, Stopped
 from processor.metrics import Metrics
-from processor.state.backend import MemoryBackend, RocksBackend
+from processor.state.backend import MemoryBackend, RocksBackend, StoreCorrupt, corrupt_mark
 from processor.state.codec import MAX_VALUE_BYTES, decode_value, encode_key, encode_value
 from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
@@ -300,3 +301,33 @@ def test_a_value_that_cannot_be_stored_dead_letters_its_record_and_none_of_its_w
     assert list(letters) == [b"k0-3"] and letters[b"k0-3"]["__processor.errors.stage"] == b"transform"
     assert b"not JSON serializable" in letters[b"k0-3"]["__processor.errors.message"]
     assert stores.partition("counts", 0).get("seen") == 5  # the failed record's first write went too
+
+
+def test_a_block_found_corrupt_on_a_read_ends_the_run_and_the_next_open_rebuilds_the_store(tmp_path):
+    """A real RocksDB whose data block was flipped on disk: a read of it is no record's fault
+    (not a dead letter): the run ends, and the next open starts the store afresh (from its
+    changelog: empty here)."""
+    path = tmp_path / "counts" / "0"
+    backend = RocksBackend(path)
+    backend.write({b"k%06d" % i: b"v" * 100 for i in range(20_000)})
+    backend.db.flush()
+    backend.close()
+    del backend
+    gc.collect()
+    sst = next(path.glob("*.sst"))
+    with sst.open("r+b") as f:
+        f.seek(sst.stat().st_size // 3)
+        f.write(b"\x00\xff" * 64)
+    backend = RocksBackend(path)  # opens: the block is read only when asked for
+    with pytest.raises(StoreCorrupt, match=r"is corrupt \(Corruption: block checksum mismatch.*the next start "
+                                           r"rebuilds it from its changelog"):
+        for i in range(0, 20_000, 97):
+            backend.get(b"k%06d" % i)
+    backend.close()
+    assert corrupt_mark(path).exists()
+    stores = Stores("app", tmp_path, {"counts": None}, NoChangelog, Metrics(), open_backend=RocksBackend)
+    stores.restorer, stores.retention_ms = NoChangelog(), {"app-counts-changelog": 86_400_000}
+    stores.recovery = Recovery(stores.restorer)
+    store = stores._open("counts", 0)
+    assert not corrupt_mark(path).exists() and store.backend.get(b"k000000") is None
+    store.backend.close()

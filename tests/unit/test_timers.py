@@ -199,3 +199,15 @@ def test_a_timer_output_the_broker_refuses_is_dead_lettered_and_no_input_is_blam
     outs = values(cluster, "out")
     assert outs == sorted([v for log in records.values() for _, v in log]
                           + [b"reminded " + k for log in records.values() for k, _ in log if k != b"k1-2"])
+
+
+def test_a_timer_due_before_1970_fires_at_once_and_one_past_the_index_is_refused():
+    now = [10_000]
+    timers = Timers("app", FakeStores(), clock_ms=lambda: now[0])
+    mine = timers.of(0, "k")
+    assert mine.schedule("past", at_ms=-1000) == 0
+    mine.schedule("later", at_ms=20_000)
+    assert timers.next_due_ms() == 0
+    assert [t.name for t in timers.due(10)] == ["past"]
+    with pytest.raises(ValueError, match="below 9223372036854775807 ms"):
+        mine.schedule("never", at_ms=2**63)
