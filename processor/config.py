@@ -178,8 +178,12 @@ class DependencyConfig(Strict):
     rate_burst: int = Field(default=1, ge=1)
 
 
+MAX_TTL_MS = 100 * 365 * 86_400_000  # 100 years: expiry times stay far inside their 8 bytes
+
+
 class StoreConfig(Strict):
-    ttl_ms: int | None = Field(default=None, gt=0, description="an entry expires this long after its last write")
+    ttl_ms: int | None = Field(default=None, gt=0, le=MAX_TTL_MS,
+                               description="an entry expires this long after its last write (leave it out: never)")
 
 
 class StateConfig(Strict):

@@ -6,12 +6,12 @@ state directory that can be written, and what the transform's sagas need of the 
 from __future__ import annotations
 
 import socket
-import tempfile
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from processor.config import Config, Problem
 from processor.kafka import QUIET_LOGGER, consumer_settings, kafka_error, producer_settings
+from processor.state.stores import unwritable
 
 
 
@@ -57,14 +57,8 @@ def state_dir(config: Config) -> list[Problem]:
     """The state directory can be created and written (when there are stores)."""
     if not config.state.stores and not config.state.timers:
         return []
-    path = config.state.dir
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        return [Problem("state.dir", f"cannot write to {path}: {exc.strerror or exc}")]
-    return []
+    problem = unwritable(config.state.dir / config.instance_id)
+    return [Problem("state.dir", problem)] if problem else []
 
 
 def sagas(config: Config) -> list[Problem]:

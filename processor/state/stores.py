@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,17 @@ EXPIRE_PER_COMMIT = 1000  # entries past their TTL deleted per store partition a
 
 class UnknownStore(FatalError):
     """`record.state(name)` names no store of the config: a typo, not a poison record."""
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why the stores cannot live in `directory` (created if missing), or None."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return f"cannot write to {directory}: {exc.strerror or exc}"
+    return None
 
 
 class Stores(Hooks):
@@ -65,8 +77,11 @@ class Stores(Hooks):
 
     def prepare(self, admin: AdminClient, input_topics: list[str], replication_factor: int,
                 stopping: Event) -> None:
-        """Create or check the changelog topics (FatalError when they do not fit; Stopped by a
-        stop while Kafka is away)."""
+        """Check the directory; create or check the changelog topics (FatalError when they do
+        not fit; Stopped by a stop while Kafka is away)."""
+        problem = unwritable(self.directory)
+        if problem:
+            raise FatalError(f"state.dir: {problem}")
         self.restorer = self.new_restorer()
         self.recovery = Recovery(self.restorer, self.clock)
         self.retention_ms = prepare_changelogs(admin, input_topics, sorted(self.topics.values()),

@@ -249,9 +249,13 @@ def test_check_validates_the_state_section(tmp_path, capsys):
     blocked.write_text("not a directory")
     cases = {
         f"state: {{dir: {blocked}/state, stores: {{counts: {{}}}}}}\n":
-            f"state.dir: cannot write to {blocked}/state: Not a directory",
+            f"state.dir: cannot write to {blocked}/state/",  # <state.dir>/<instance_id>: Not a directory
         "state: {stores: {'bad name': {}}}\n": "state.stores.bad name.[key]: String should match pattern",
         "state: {stores: {counts: {ttl_ms: 0}}}\n": "state.stores.counts.ttl_ms: Input should be greater than 0",
+        "state: {stores: {counts: {ttl_ms: 9223372036854775807}}}\n":
+            "state.stores.counts.ttl_ms: Input should be less than or equal to 3153600000000",
+        f"state: {{dir: {blocked.parent}, stores: {{counts: {{}}}}}}\ninstance_id: a-file\n":
+            f"state.dir: cannot write to {blocked}: File exists",
         "state: {stores: {counts: {}}}\nprocessing: {concurrency: 4}\n":
             "state stores and timers need processing.concurrency 1",
         "state: {timers: true}\nprocessing: {concurrency: 4}\n":

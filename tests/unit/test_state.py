@@ -331,3 +331,10 @@ def test_a_block_found_corrupt_on_a_read_ends_the_run_and_the_next_open_rebuilds
     store = stores._open("counts", 0)
     assert not corrupt_mark(path).exists() and store.backend.get(b"k000000") is None
     store.backend.close()
+
+
+def test_a_state_directory_the_stores_cannot_write_ends_the_start_with_one_line(tmp_path):
+    (tmp_path / "i1").write_text("a file where the instance's directory goes")
+    stores = Stores("app", tmp_path / "i1", {"counts": None}, NoChangelog, Metrics())
+    with pytest.raises(FatalError, match=f"state.dir: cannot write to {tmp_path}/i1: File exists"):
+        stores.prepare(None, ["in"], -1, Event())
