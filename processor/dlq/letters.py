@@ -22,6 +22,14 @@ class UnknownTopic(Exception):
     """The dead-letter topic does not exist (or this client may not describe it)."""
 
 
+def _number(text: str) -> int:
+    """A partition or offset header; -1 (unknown) when missing or damaged (not a number)."""
+    try:
+        return int(text)
+    except ValueError:
+        return -1
+
+
 class Letter:
     """One record of the dead-letter topic. Its headers are split once: the input's own, and
     the error context (`raw_errors`, bytes by name without the prefix, decoded on demand):
@@ -50,7 +58,7 @@ class Letter:
     def origin(self) -> tuple[str, int, int] | None:
         if self.foreign:
             return None
-        return self.error("topic"), int(self.error("partition") or -1), int(self.error("offset") or -1)
+        return self.error("topic"), _number(self.error("partition")), _number(self.error("offset"))
 
     def error(self, name: str) -> str:
         return self.raw_errors.get(name, b"").decode("utf-8", "replace")

@@ -123,7 +123,7 @@ class Replay:
         if self.to:
             return self.to, None
         topic, partition, _ = letter.origin
-        return topic, partition
+        return topic, partition if partition >= 0 else None  # unknown: the key's partition
 
     def plan(self, letters: Iterable[Letter]) -> Iterator[tuple[Letter, tuple[str, int | None]]]:
         """What a dry run would send, and where, as the letters come."""

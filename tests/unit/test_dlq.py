@@ -116,3 +116,14 @@ def test_the_transform_sees_the_first_attempts_idempotency_key():
     replayed = record_of(b"k", b"v", message("orders", 1, 40, b"k", b"v",
                                              [("__processor.replay.idempotency_key", b"app:orders:1:7")]))
     assert (plain.idempotency_key, replayed.idempotency_key) == ("app:orders:1:40", "app:orders:1:7")
+
+
+def test_a_letter_whose_partition_and_offset_headers_are_damaged_is_listed_shown_and_replayed():
+    from processor.dlq.replay import Replay  # noqa: PLC0415
+    damaged = letter(7)
+    damaged.raw_errors["partition"], damaged.raw_errors["offset"] = b"one", b""
+    assert damaged.origin == ("orders", -1, -1) and not damaged.foreign
+    assert "orders [-1] @-1  transform" in line(damaged)
+    assert "origin:    orders [-1] @-1" in show(damaged, "dlq", JsonCodec(), "json")
+    replay = Replay({}, "app", "dlq", "fix-1", Selection.of_args(parse("replay")))
+    assert replay.target(damaged) == ("orders", None)  # to the origin topic, by its key
