@@ -113,9 +113,9 @@ def replay(args, config, topic: str, selection: Selection) -> int:
         print(f"no dead letter in {topic} to replay: replay {replay_id!r} is at the end")
         return EXIT_OK
     print(summary)
-    if not summary.replayed:
+    if not summary.replayed and not summary.refused:
         print(f"no dead letter in {topic} matches")
-    return EXIT_OK
+    return EXIT_KAFKA if summary.refused else EXIT_OK  # not all of it could be replayed
 
 
 def _progress(done: int, total: int) -> None:

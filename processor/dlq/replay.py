@@ -20,12 +20,16 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from processor.dlq.letters import TIMEOUT_S, Letter, letter_of
+from processor.dlq.refused import RefusedLetters
 from processor.dlq.select import Selection
 from processor.kafka import kafka_error
+from processor.refusals import REFUSED_AT_ONCE
+from processor.timers import TIMERS_STORE
 from processor.transform import REPLAY_PREFIX
 
 COMMIT_EVERY_S = 0.5  # a replay is throughput, not latency: few, large transactions
@@ -47,6 +51,7 @@ class ReplaySummary:
     replayed: int = 0
     unmatched: int = 0
     foreign: int = 0  # without the processor's headers: skipped (unless asked and --to)
+    refused: int = 0  # refused by their target: skipped (left in the dead-letter topic)
     seconds: float = 0.0
     targets: dict[str, int] = field(default_factory=dict)
 
@@ -55,7 +60,8 @@ class ReplaySummary:
         to = ", ".join(f"{n} to {topic}" for topic, n in sorted(self.targets.items())) or "none"
         return (f"replay {self.replay_id!r}: {self.read} dead letters read, {self.replayed} replayed "
                 f"({to}) in {self.seconds:.1f}s{rate}; {self.unmatched} not matching, {self.foreign} "
-                f"without the processor's headers skipped")
+                f"without the processor's headers skipped"
+                + (f", {self.refused} refused by their target (left in the dead-letter topic)" if self.refused else ""))
 
 
 def replayed_headers(letter: Letter, dead_letter_topic: str, context: list[tuple[str, bytes]]
@@ -70,10 +76,13 @@ def replayed_headers(letter: Letter, dead_letter_topic: str, context: list[tuple
             first_key = value
     errors = letter.raw_errors
     topic, partition, offset = errors["topic"], errors.get("partition", b"-1"), errors.get("offset", b"-1")
-    where = b"%s [%d] @%d" % (dead_letter_topic.encode(), letter.partition, letter.offset)
     return own + context + [
-        (_DEAD_LETTER, where), (_TOPIC, topic), (_PARTITION, partition), (_OFFSET, offset),
+        (_DEAD_LETTER, place(dead_letter_topic, letter).encode()), (_TOPIC, topic), (_PARTITION, partition), (_OFFSET, offset),
         (REPLAY_KEY, first_key or b"%s:%s:%s:%s" % (errors.get("app_id", b""), topic, partition, offset))]
+
+
+def place(dead_letter_topic: str, letter: Letter) -> str:
+    return f"{dead_letter_topic} [{letter.partition}] @{letter.offset}"
 
 
 def replay_context(replay_id: str) -> list[tuple[str, bytes]]:
@@ -91,10 +100,12 @@ class _Batch:
     replayed: int = 0
     unmatched: int = 0
     foreign: int = 0
+    refused: int = 0
     targets: dict[str, int] = field(default_factory=dict)
 
     def add_to(self, summary: ReplaySummary) -> None:
         summary.read += self.read
+        summary.refused += self.refused
         summary.replayed += self.replayed
         summary.unmatched += self.unmatched
         summary.foreign += self.foreign
@@ -113,6 +124,7 @@ class Replay:
         self.group = f"{app_id}.dlq-replay.{replay_id}"
         self.transactional_id = f"{app_id}-dlq-replay-{replay_id}"
         self.summary = ReplaySummary(replay_id)
+        self.refusals = RefusedLetters()
 
     def target(self, letter: Letter) -> tuple[str, int | None] | None:
         """Where the letter goes (topic, partition or None for the partitioner), or None."""
@@ -141,7 +153,9 @@ class Replay:
         consumer = Consumer({**self.settings, "group.id": self.group, "enable.auto.commit": False,
                              "isolation.level": "read_committed", "enable.partition.eof": True})
         producer = Producer({**self.settings, "transactional.id": self.transactional_id,
-                             "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+                             "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                             "allow.auto.create.topics": False,  # a topic to check is never created
+                             "delivery.report.only.error": True})
         try:
             ends = self._start(consumer)
             producer.init_transactions(TIMEOUT_S)
@@ -169,10 +183,13 @@ class Replay:
         while ends and not self._limit_reached():
             before, batch = dict(ends), _Batch(replay_context(self.replay_id))
             producer.begin_transaction()
+            self.refusals.began()
+            per_transaction = self.refusals.per_transaction(COMMIT_EVERY_RECORDS)
             commit_at = time.monotonic() + COMMIT_EVERY_S
-            while ends and time.monotonic() < commit_at and batch.replayed < COMMIT_EVERY_RECORDS \
+            while ends and time.monotonic() < commit_at and batch.replayed < per_transaction \
                     and not self._limit_reached(batch.replayed):
-                for msg in consumer.consume(1000, 0.2):
+                # no more than the transaction may replay: a batch is never left half done
+                for msg in consumer.consume(min(1000, per_transaction - batch.replayed), 0.2):
                     error = msg.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
@@ -195,6 +212,7 @@ class Replay:
                 ends.clear()
                 ends.update(before)  # read again from the last commit
                 continue
+            self.refusals.committed()
             batch.add_to(self.summary)
             self.progress(self.summary.read, self.summary.total)
 
@@ -209,15 +227,27 @@ class Replay:
                 batch.unmatched += 1
             return False
         topic, partition = where
+        here = place(self.topic, letter)
+        if self.refusals.skip(here):
+            batch.refused += 1
+            return False
         self._require(producer, topic, letter)
         extra = {} if partition is None else {"partition": partition}
         while True:
             try:
-                producer.produce(topic, letter.value, letter.key,
+                producer.produce(topic, letter.value, letter.key, on_delivery=partial(self.refusals.delivered, here),
                                  headers=replayed_headers(letter, self.topic, batch.context), **extra)
                 break
             except BufferError:  # the queue is full: let deliveries make room
                 producer.poll(0.05)
+            except KafkaException as exc:  # the client refuses it before sending
+                error = kafka_error(exc)
+                if error.code() not in REFUSED_AT_ONCE:
+                    raise ReplayError(f"cannot replay dead letter {here}: {error.str()}") from exc
+                self.refusals.refuse(here, f"{topic!r} refuses it: {error.str()}")
+                batch.refused += 1
+                return False
+        self.refusals.sent.append(here)
         batch.replayed += 1
         batch.targets[topic] = batch.targets.get(topic, 0) + 1
         return True
@@ -226,6 +256,9 @@ class Replay:
         """A topic to write to must exist (else every transaction would fail, for ever)."""
         if topic in self.known_topics:
             return
+        if topic == TIMERS_STORE:
+            raise ReplayError(f"dead letter {place(self.topic, letter)} is a timer's: a timer has no input "
+                              f"topic to go back to: replay it with --to")
         found = producer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
         if found is None or found.error is not None:
             raise ReplayError(f"topic {topic!r} does not exist (dead letter {letter.partition}@{letter.offset}"
@@ -238,6 +271,9 @@ class Replay:
         if not error.txn_requires_abort():
             raise ReplayError(f"the replay's transaction failed: {error.str()}") from exc
         producer.abort_transaction(TIMEOUT_S)
+        producer.poll(0)  # the reports of the records Kafka refused
+        if self.refusals.aborted():
+            raise ReplayError(f"transactions fail again and again, no dead letter to blame: {error.str()}")
         partitions = consumer.assignment()
         for tp in consumer.committed(partitions, timeout=TIMEOUT_S):
             consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))

@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from examples.orders import make_samples
 from localkafka.clients import produce, read_all, wait_for
@@ -138,9 +139,39 @@ def test_bad_replays_are_one_line(pipe):
     assert unknown.returncode == 2 and "'no-such-topic' does not exist" in unknown.stderr
     gone = dlq("replay", "-c", str(p.config), "--id", "gone")
     assert gone.returncode == 1 and "topic 'orders' does not exist" in gone.stderr, gone.stderr
+    timer = dead_letter(message("__timers", 0, -1, b"k", b"{}"), Failure("transform", Poison("no")), "app", 1024)
+    produce(p.bootstrap, p.dead_letter, [(timer.key, timer.value, timer.headers)])
+    timers = dlq("replay", "-c", str(p.config), "--id", "timers", "--origin-topic", "__timers")
+    assert timers.returncode == 1 and "is a timer's: a timer has no input topic to go back to: replay it with --to" \
+        in timers.stderr, timers.stderr
+    existing = AdminClient({"bootstrap.servers": p.bootstrap}).list_topics(timeout=30).topics
+    assert "orders" not in existing and "__timers" not in existing  # asking never creates them
     missing = dlq("list", "-c", str(p.config), "--topic", "no-such-dlq")
     assert missing.returncode == 2 and missing.stderr.strip() == (
         "topic 'no-such-dlq' does not exist (or this client may not describe it)")
     dry = dlq("replay", "-c", str(p.config), "--to", p.output, "--dry-run")
-    assert dry.returncode == 0 and "dry run: 3 dead letters would be replayed" in dry.stdout
+    assert dry.returncode == 0 and "dry run: 4 dead letters would be replayed" in dry.stdout
     assert read_all(p.bootstrap, p.output) == []
+
+
+def test_letters_the_target_refuses_are_named_and_skipped_and_the_others_replayed_once(pipe, new_topic):
+    """A null key to a compacted topic, a record over its max.message.bytes: Kafka refuses the
+    whole request they are in; each is found, named on a line, and left in the dead-letter topic."""
+    p = pipe(partitions=1)
+    target = new_topic("compacted", config={"cleanup.policy": "compact", "max.message.bytes": "4000"})
+    letters, refused = [], []
+    for i in range(40):
+        key = None if i in (5, 17, 18) else f"k{i}".encode()
+        value = b"x" * 5000 if i in (9, 30) else json.dumps({"seq": i}).encode()
+        letter = dead_letter(message("orders", 0, i, key, value), Failure("transform", Poison("no")), "app", 1024)
+        letters.append((letter.key, letter.value, letter.headers))
+        if key is None or len(value) > 4000:
+            refused.append(i)
+    produce(p.bootstrap, p.dead_letter, letters)
+    done = dlq("replay", "-c", str(p.config), "--to", target, "--id", "refusals", timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    named = [line for line in done.stderr.splitlines() if "not replayed" in line]
+    assert sorted(int(line.split("@")[1].split()[0].rstrip(":")) for line in named) == refused, done.stderr
+    assert "5 refused by their target" in done.stdout, done.stdout
+    sent = Counter(int(r.headers["__processor.replay.offset"]) for r in read_all(p.bootstrap, target))
+    assert sorted(sent) == [i for i in range(40) if i not in refused] and set(sent.values()) == {1}
