@@ -28,6 +28,7 @@ log = logging.getLogger("processor.saga")
 SAGAS: dict[str, Saga] = {}  # every saga defined in this process, by name (for the metrics)
 _COUNTS = "#counts"  # per partition: sagas by state, kept in the same transactions as the sagas
 _STARTED = "@started/"  # per partition: running sagas by start time (to count the stuck ones)
+_OWN_KEYS = "#@%"  # the first characters of the saga's own keys, and of the escape
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,9 @@ class Saga:
     def _key(self, saga_id: str) -> str:
         if not isinstance(saga_id, str) or not saga_id:
             raise ValueError(f"a saga id is a non-empty str, not {saga_id!r}")
-        return f"{self.name}/{saga_id}"
+        # the saga's own keys begin with "#" or "@": an id that does too (any client may pick
+        # it) is escaped, so that no id names them ("%" escapes, and so is escaped itself)
+        return f"{self.name}/{'%' if saga_id[0] in _OWN_KEYS else ''}{saga_id}"
 
     def _started_key(self, started_ms: int, saga_id: str) -> str:
         return f"{self.name}/{_STARTED}{started_ms:013d}/{saga_id}"

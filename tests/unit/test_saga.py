@@ -163,3 +163,17 @@ def test_counts_that_expired_while_a_saga_waited_do_not_fail_its_next_move(trip)
     trip.stores.partition("sagas", 0).delete(f"{trip.saga.name}/#counts")  # gone with the store's ttl_ms
     assert steps_of(trip.reply("hotel")) == [("flight", "do")]
     assert trip.counts() == {"running:flight": 1}
+
+
+def test_saga_ids_that_look_like_the_sagas_own_keys_are_sagas_like_any_other(trip):
+    """A client picks the id: "#counts" once took the place of the counts (the gauges failed
+    on every start)."""
+    for saga_id in ("#counts", "@started/0000000000000/x", "%#counts"):
+        outputs = trip.call(trip.saga.start, saga_id, None)
+        assert steps_of(outputs) == [("hotel", "do")] and outputs[0]["id"] == saga_id
+    assert trip.counts() == {"running:hotel": 3}
+    metrics = Metrics()
+    SagaGauges(trip.stores, metrics.sagas).refresh()
+    assert metrics.registry.get_sample_value("processor_sagas", {"saga": trip.saga.name, "state": "running:hotel"}) == 3
+    assert steps_of(trip.call(trip.saga.on_reply, "#counts", "#counts/hotel/do", True)) == [("flight", "do")]
+    assert trip.counts() == {"running:hotel": 2, "running:flight": 1}
