@@ -7,6 +7,7 @@ transform asks for them.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,14 @@ _PLAIN = frozenset(_SINGLE_VALUES)  # exactly these types: one set lookup on the
 # tenth of a pass-through record); records turning slow overrun it by < CHECK_EVERY records
 CHECK_EVERY = 16
 FAST_S = 0.001
+# a record's outputs, bounded (an endless generator would grow until the process is killed, on
+# every start): more is the transform's failure, dead-lettered
+MAX_OUTPUTS = 10_000
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # keys and values, encoded
+
+
+class TooManyOutputs(Exception):
+    """A record's outputs exceed MAX_OUTPUTS or MAX_OUTPUT_BYTES."""
 
 
 class TransformExit(FatalError):
@@ -113,7 +122,7 @@ class Pipeline:
         finally:
             set_record_deadline(None)
         try:
-            return Outputs([self._encode(out, None, timer.key) for out in (outputs if outputs is not None else [Output(result)])])
+            return Outputs(self._encode_all(outputs if outputs is not None else [Output(result)], None, timer.key))
         except Exception as exc:
             return Failure("serialize", exc)
 
@@ -126,7 +135,7 @@ class Pipeline:
         output_topic, record_deadline_s = self.output_topic, self.record_deadline_s
         record_of = Record.of_app(self.app_id, self.stores)
         encode_key, encode_value, reuse_input_key = self.encode_key, self.encode_value, self.reuse_input_key
-        outputs_of, encode = self._outputs, self._encode
+        outputs_of, encode_all = self._outputs, self._encode_all
         kept = self.stores.record_ended if self.stores is not None else None
         raw_in = decode_key is None and decode_value is None
         raw_out = raw_value_out and reuse_input_key  # bytes from the transform go out as they are
@@ -177,7 +186,7 @@ class Pipeline:
                 else:
                     try:
                         if outputs is not None:
-                            return i, Outputs([encode(out, msg, key) for out in outputs])
+                            return i, Outputs(encode_all(outputs, msg, key))
                         # one plain value with the input's key and headers
                         value_out = result if raw_value_out and type(result) is bytes else encode_value(result)
                         key_out = raw_key if reuse_input_key else encode_key(key)
@@ -216,13 +225,25 @@ class Pipeline:
         if isinstance(result, _SINGLE_VALUES):
             return None
         if isinstance(result, Iterable):
-            outputs = list(result)
+            outputs = list(itertools.islice(result, MAX_OUTPUTS + 1))
+            if len(outputs) > MAX_OUTPUTS:
+                raise TooManyOutputs(f"a record may have at most {MAX_OUTPUTS} outputs; this one has more")
             for out in outputs:
                 if not isinstance(out, Output):
                     raise TypeError(f"an iterable result must hold Output objects, "
                                     f"got {type(out).__name__}")
             return outputs
         return None
+
+    def _encode_all(self, outputs: list[Output], msg: Message | None, key) -> list[Encoded]:
+        encoded, size = [], 0
+        for out in outputs:
+            one = self._encode(out, msg, key)
+            size += len(one[1] or b"") + len(one[2] or b"")
+            if size > MAX_OUTPUT_BYTES:
+                raise TooManyOutputs(f"a record's outputs may take at most {MAX_OUTPUT_BYTES} bytes encoded")
+            encoded.append(one)
+        return encoded
 
     def _encode(self, out: Output, msg: Message | None, key) -> Encoded:
         """`out` with the input's key (`key` decoded) and headers by default (none without `msg`)."""

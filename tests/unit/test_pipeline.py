@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from processor.codecs import BytesCodec, JsonCodec, StringCodec
 from processor.deadletter import DROPPED, Failure, dead_letter, dead_letter_headers
-from processor.pipeline import CHECK_EVERY, Outputs, Pipeline, TransformExit
+from processor.pipeline import CHECK_EVERY, MAX_OUTPUT_BYTES, MAX_OUTPUTS, Outputs, Pipeline, TooManyOutputs, TransformExit
 from processor.transform import Output, Poison
 from tests.messages import message
 
@@ -161,3 +163,15 @@ def test_records_turning_slow_overrun_the_deadline_by_less_than_a_check_interval
 def test_records_under_record_deadlines_stop_at_the_transaction_deadline():
     clock = SteppedClock()
     assert filled(slow_after(40, 10.0, clock), clock, uses_deadlines=True) == 41
+
+
+def test_a_record_s_outputs_are_bounded_in_count_and_bytes():
+    endless = pipeline(lambda r: (Output(i) for i in itertools.count())).process(MSG)
+    assert isinstance(endless, Failure) and endless.stage == "transform"
+    assert isinstance(endless.error, TooManyOutputs) and f"at most {MAX_OUTPUTS} outputs" in str(endless.error)
+    at_the_limit = pipeline(lambda r: (Output(i) for i in range(MAX_OUTPUTS))).process(MSG)
+    assert isinstance(at_the_limit, Outputs) and len(at_the_limit.records) == MAX_OUTPUTS
+    big = "x" * (1024 * 1024)
+    heavy = pipeline(lambda r: [Output(big)] * 65).process(MSG)
+    assert isinstance(heavy, Failure) and heavy.stage == "serialize"
+    assert f"at most {MAX_OUTPUT_BYTES} bytes" in str(heavy.error)
