@@ -1,5 +1,3 @@
-import sys
+from processor.cli import entry
 
-from processor.cli import main
-
-sys.exit(main())
+entry()

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 
 
 def _stop_on_signals() -> threading.Event:
@@ -73,5 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     return app.EXIT_OK
 
 
+def entry() -> None:
+    """The console script (and `python -m processor`): exit once the command is done, even if
+    the transform started threads that are not daemons (Python would wait for them for ever
+    after the stop, and a watchdog would kill the process blaming Kafka)."""
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's usage errors and --help
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:  # noqa: BLE001 - said as Python would, then the same exit
+        traceback.print_exc()
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
