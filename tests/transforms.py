@@ -81,6 +81,12 @@ def count_per_key(record):
     return {"key": record.key, "n": n, "seq": record.value["seq"]}
 
 
+def store_padded(record):
+    """Stores a value of `pad` characters under the record's key `key` (JSON {"key", "pad"})."""
+    record.state("counts").set(record.value["key"], "x" * record.value["pad"])
+    return {"key": record.value["key"], "stored": record.value["pad"]}
+
+
 REMIND_AFTER_MS = 1500
 
 

@@ -14,8 +14,9 @@ from processor import jsontext
 Key = str | bytes | int
 _EXPIRY = struct.Struct(">q")
 NEVER = 0
-# the changelog topic's max.message.bytes (1 MB by default) leaves room for the record's overhead
-MAX_VALUE_BYTES = 1_000_000
+# an entry goes to the changelog as one record: key and value with the record's overhead must
+# fit in the producer's message.max.bytes (librdkafka: 1,000,000), below the topic's limit
+MAX_ENTRY_BYTES = 1_000_000 - 1_000
 
 
 def encode_key(key: Key) -> bytes:
@@ -36,15 +37,12 @@ def decode_key(data: bytes) -> Key:
 
 
 def encode_value(value, expires_at_ms: int) -> bytes:
-    """Raises TypeError/ValueError for a value that is neither bytes nor JSON-serializable
-    (and for one too large for the changelog): the record fails, nothing of it is written."""
+    """Raises TypeError/ValueError for a value that is neither bytes nor JSON-serializable:
+    the record fails, nothing of it is written."""
     if isinstance(value, bytes | bytearray | memoryview):
         data = _EXPIRY.pack(expires_at_ms) + b"b" + bytes(value)
     else:
         data = _EXPIRY.pack(expires_at_ms) + b"j" + jsontext.dumps(value)
-    if len(data) > MAX_VALUE_BYTES:
-        raise ValueError(f"a store value may take at most {MAX_VALUE_BYTES} bytes encoded, "
-                         f"this one takes {len(data)}")
     return data
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from processor.state.backend import Backend, Changes
-from processor.state.codec import NEVER, Key, decode_value, encode_key, encode_value, expiry
+from processor.state.codec import MAX_ENTRY_BYTES, NEVER, Key, decode_value, encode_key, encode_value, expiry
 from processor.state.idempotency import Once, once
 
 _DATA, _INDEX, _META = b"d", b"x", b"m"  # key spaces of the local database
@@ -69,6 +69,10 @@ class StorePartition:
         return sorted(found)[:limit]
 
     def _write(self, key: bytes, data: bytes | None) -> None:
+        size = len(key) + (len(data) if data is not None else 0)
+        if size > MAX_ENTRY_BYTES:  # the changelog would refuse it at every start: the record fails
+            raise ValueError(f"a store entry may take at most {MAX_ENTRY_BYTES} bytes encoded "
+                             f"(key and value), this one takes {size}")
         if not self.record:
             self.written(self)
         self.record[key] = data

@@ -18,6 +18,7 @@ from rocksdict import Options, Rdict
 
 from localkafka import free_port
 from localkafka.clients import create_topics, produce, read_all, wait_for
+from processor.state.codec import MAX_ENTRY_BYTES
 from tests.feeder import Feeder
 from tests.http import get, samples_of
 from tests.counts import expected_counts, feed, keyed, verify_counts
@@ -114,6 +115,24 @@ def test_a_store_found_corrupt_at_start_is_rebuilt_from_its_changelog(counting, 
     assert "rebuilding it" in rebuilt.log() and rebuilt.errors() == []
     assert_exact_counts(p, 12_000)
     assert read_all(p.bootstrap, p.dead_letter) == []
+
+
+def test_an_entry_the_changelog_would_refuse_dead_letters_its_record_and_one_that_fits_goes_through(
+        pipe, processors, tmp_path: Path):
+    """Bounded by what one changelog record holds (the key and value together), not by the
+    value alone: a value the codec took used to be refused by the changelog at every start."""
+    p = pipe(partitions=1, transform="tests.transforms:store_padded", input_codec=JSON_IN,
+             output_value={"format": "json"}, state={"dir": str(tmp_path / "state"), "stores": {"counts": {}}})
+    fits = MAX_ENTRY_BYTES - 76  # with 9 bytes of expiry and tag, 2 quotes, the key and its tag: the bound
+    records = [("k" * 64, fits), ("k" * 65, fits), ("k" * 500_000, 500_000), ("small", 1)]
+    produce(p.bootstrap, p.input, [(b"x", json.dumps({"key": key, "pad": pad}).encode()) for key, pad in records])
+    p.drain(processors(p.config, "i1"))
+    assert [json.loads(r.value)["key"][:6] for r in read_all(p.bootstrap, p.output)] == ["kkkkkk", "small"]
+    dead = read_all(p.bootstrap, p.dead_letter)
+    assert [d.headers["__processor.errors.offset"] for d in dead] == [b"1", b"2"]
+    assert all(b"a store entry may take at most" in d.headers["__processor.errors.message"] for d in dead)
+    changelog = read_all(p.bootstrap, f"{p.app_id}-counts-changelog")
+    assert len(changelog) == 2 and len(changelog[0].key) + len(changelog[0].value) == MAX_ENTRY_BYTES
 
 
 def test_recovery_is_visible_and_restores_every_key(pipe, processors, tmp_path: Path):

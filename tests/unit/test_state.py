@@ -20,7 +20,7 @@ from processor import kafka
 from processor.kafka import FatalError, Stopped
 from processor.metrics import Metrics
 from processor.state.backend import MemoryBackend, RocksBackend, StoreCorrupt, corrupt_mark
-from processor.state.codec import MAX_VALUE_BYTES, decode_value, encode_key, encode_value
+from processor.state.codec import MAX_ENTRY_BYTES, decode_value, encode_key, encode_value
 from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
 from processor.state.stores import Stores
@@ -38,10 +38,20 @@ def test_keys_keep_their_type_and_values_round_trip():
         assert decode_value(encode_value(value, 0)) == value
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, math.nan, "x" * MAX_VALUE_BYTES])
+@pytest.mark.parametrize("value", [object(), {1, 2}, math.nan])
 def test_values_that_cannot_be_stored_raise(value):
     with pytest.raises((TypeError, ValueError)):
         encode_value(value, 0)
+
+
+def test_an_entry_must_fit_in_one_changelog_record_key_and_value_together():
+    """Key, value and the record's overhead: the producer's message.max.bytes (1,000,000)."""
+    s = store()
+    s.set("k", "x" * (MAX_ENTRY_BYTES - 20))  # 9 bytes of expiry and tag, 2 quotes, 2 of key
+    with pytest.raises(ValueError, match=f"at most {MAX_ENTRY_BYTES} bytes encoded .key and value., this one takes"):
+        s.set("k", "x" * (MAX_ENTRY_BYTES - 12))  # fits alone, not with its key
+    with pytest.raises(ValueError, match="this one takes 1000001"):
+        s.delete("k" * 1_000_000)  # a key alone too large: its tombstone would be refused
 
 
 def store(ttl_ms=None, now=None, backend=None) -> StorePartition:
