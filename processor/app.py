@@ -108,6 +108,9 @@ def run(config_path: str, stopping: threading.Event) -> int:
                                 hooks=[stores, SagaGauges(stores, metrics.sagas)] if stores else [])
     if stores:
         stores.produce = transactions.produce_to
+        for name, topic in stores.topics.items():
+            transactions.required[topic] = (f"it was store {name!r}'s changelog: the next start creates it "
+                                            f"again, empty (the store's state is gone with it)")
     engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
                     seconds_until_probe=REGISTRY.seconds_until_probe,

@@ -49,6 +49,9 @@ class Transactions:
         self.consumer, self.txp = consumer, producer
         self.single_topic = input_topics[0] if len(input_topics) == 1 else None
         self.output_topic, self.dead_letter_topic = output_topic, dead_letter_topic
+        # topics every run writes to, and what to do when one is deleted: without them every
+        # record would be dead-lettered, or none could be, or a commit would wait for ever
+        self.required = {topic: "create it again (the processor does not)" for topic in (output_topic, dead_letter_topic)}
         self.app_id, self.stacktrace_max_bytes = app_id, stacktrace_max_bytes
         self.commit_interval, self.max_batch = commit_interval_s, max_batch_records
         self.metrics, self.clock = metrics, clock
@@ -322,15 +325,14 @@ class Transactions:
             gone = self.topics.missing(topic, fresh=True)
         except KafkaException:
             return  # Kafka does not answer: the reachability bound decides
-        if gone and topic in (self.output_topic, self.dead_letter_topic):
-            raise FatalError(f"topic {topic!r} does not exist any more: create it again "
-                             f"(the processor does not)")
+        if gone and topic in self.required:
+            raise FatalError(f"topic {topic!r} does not exist any more: {self.required[topic]}")
 
     def _watch(self, metadata: ClusterMetadata) -> None:
         """While a commit waits on records to a topic that was deleted, librdkafka holds them
         until they time out: learn it from the metadata instead."""
         produced = set(self.open.produced) if self.open is not None else set()
-        for topic in produced | {self.output_topic, self.dead_letter_topic}:
+        for topic in produced | set(self.required):
             if topic not in metadata.topics:
                 self._require_topic_of(topic, KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from rocksdict import Options, Rdict
 
 from localkafka import free_port
@@ -215,3 +216,18 @@ def test_a_changelog_topic_that_does_not_fit_stops_the_start(counting, processor
     assert proc.proc.wait(60) == 1
     assert proc.errors() == [f"stopping: changelog topic '{p.app_id}-counts-changelog' has 1 "
                              f"partitions, the inputs 3: delete it or fix the inputs"]
+
+
+def test_a_changelog_topic_deleted_mid_run_ends_the_run_with_one_line(counting, processors):
+    """As a deleted output or dead-letter topic does, instead of commits stuck for ever."""
+    p = counting()
+    feed(p.bootstrap, p.input, 0, 1_000)
+    proc = processors(p.config, "i1")
+    wait_for(lambda: p.committed_all() or not proc.running(), 60, "the first records counted")
+    changelog = f"{p.app_id}-counts-changelog"
+    admin = AdminClient({"bootstrap.servers": p.bootstrap})
+    admin.delete_topics([changelog])[changelog].result(30)
+    feed(p.bootstrap, p.input, 1_000, 1_000)
+    assert proc.proc.wait(90) == 1, proc.log()[-3000:]
+    assert proc.errors() == [f"stopping: topic {changelog!r} does not exist any more: it was store 'counts''s "
+                             f"changelog: the next start creates it again, empty (the store's state is gone with it)"]
