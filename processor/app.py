@@ -145,7 +145,7 @@ def run(config_path: str, stopping: threading.Event) -> int:
     threading.Thread(target=watch, args=(lambda: engine.progressed, stall_bound, hangs, mark),
                      name="watchdog", daemon=True).start()
     began = time.monotonic()
-    code = EXIT_OK
+    code = EXIT_FATAL  # until the run ends cleanly: only then are the stores checkpointed
     # what start-up built lives as long as the process: keep the collector from walking it
     # again and again while millions of short-lived messages pass (measured: ~10% of the loop)
     gc.collect()
@@ -155,8 +155,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
             stores.prepare(AdminClient({**client_settings(config), **hooks}), config.input.topics,
                            config.state.replication_factor, stopping)
         engine.run(stopping)
+        code = EXIT_OK
     except Stopped as exc:
         log.info("%s", exc)
+        code = EXIT_OK
     except FatalError as exc:
         log.error("stopping: %s", exc)
         code = EXIT_FATAL

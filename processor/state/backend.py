@@ -7,6 +7,7 @@ before a commit's changes or after all of them, never half-way.
 from __future__ import annotations
 
 import bisect
+import logging
 import shutil
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +15,8 @@ from typing import Protocol
 from rocksdict import Options, Rdict, WriteBatch
 
 from processor.kafka import FatalError
+
+log = logging.getLogger("processor.state")
 
 Changes = dict[bytes, bytes | None]  # None deletes
 
@@ -30,6 +33,11 @@ class StoreCorrupt(FatalError):
     """RocksDB found a block of the local store corrupt (a disk fault): no record is to blame,
     and the store is not to be trusted. The process ends; the next start rebuilds the store
     from its changelog (the mark beside it says so)."""
+
+
+class StoreUnwritable(FatalError):
+    """The local store cannot be written (the disk full, say): the changelog holds every
+    committed change, so the next start recovers what this one could not write."""
 
 
 def corrupt_mark(path: Path) -> Path:
@@ -59,7 +67,12 @@ class RocksBackend:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        self.db.write(batch)
+        try:
+            self.db.write(batch)
+        except Exception as exc:  # rocksdict raises Exception itself ("IO error: No space left ...")
+            raise StoreUnwritable(f"cannot write the local store at {self.path} ({str(exc).splitlines()[0][:200]}): "
+                                  f"the changelog holds every committed change, the next start recovers "
+                                  f"them") from exc
 
     def keys_between(self, start: bytes, stop: bytes, limit: int) -> list[bytes]:
         keys = []
@@ -75,7 +88,10 @@ class RocksBackend:
         self.db = Rdict(str(self.path), options=Options(raw_mode=True))
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.close()
+        except Exception as exc:  # noqa: BLE001 - after a failed write (RocksDB keeps its error): said, not raised
+            log.warning("closing the local store at %s: %s", self.path, str(exc).splitlines()[0][:200])
 
 
 class MemoryBackend:

@@ -8,6 +8,7 @@ import gc
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -231,3 +232,27 @@ def test_a_changelog_topic_deleted_mid_run_ends_the_run_with_one_line(counting, 
     assert proc.proc.wait(90) == 1, proc.log()[-3000:]
     assert proc.errors() == [f"stopping: topic {changelog!r} does not exist any more: it was store 'counts''s "
                              f"changelog: the next start creates it again, empty (the store's state is gone with it)"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MB file system of the test's own (tmpfs: mounting needs root)."""
+    where = tmp_path / "small-disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_under_the_state_dir_ends_the_run_with_one_line(pipe, processors, small_disk):
+    p = pipe(partitions=1, transform="tests.transforms:store_padded", input_codec=JSON_IN,
+             output_value={"format": "json"}, state={"dir": str(small_disk / "state"), "stores": {"counts": {}}})
+    produce(p.bootstrap, p.input, [(b"x", json.dumps({"key": f"k{n}", "pad": 100_000}).encode()) for n in range(200)])
+    proc = processors(p.config, "i1")
+    assert proc.proc.wait(120) == 1, proc.log()[-3000:]
+    [line] = proc.errors()
+    assert line.startswith("stopping: cannot write the local store at ") and "No space left on device" in line, line
+    assert "the next start recovers them" in line and "Traceback" not in proc.log(), proc.log()[-3000:]
