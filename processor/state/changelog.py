@@ -98,7 +98,9 @@ def ensure_changelogs(admin: AdminClient, topics: list[str], partitions: int,
     for topic in topics:
         if check_partitions and topic in existing and len(existing[topic].partitions) != partitions:
             raise FatalError(f"{kind} {topic!r} has {len(existing[topic].partitions)} "
-                             f"partitions, the inputs {partitions}: delete it or fix the inputs")
+                             f"partitions, the inputs {partitions}: a store is partitioned like its inputs, so "
+                             f"its keys would not be found again; give the inputs back their partition "
+                             f"count (deleting the {kind} would start the state afresh, empty)")
     retention = {}
     for topic in topics:
         configs = _settings(admin, topic, kind)

@@ -194,9 +194,10 @@ class Stores(Hooks):
         try:
             backend = self.open_backend(path)
         except Exception as exc:  # noqa: BLE001 - a corrupt store is rebuilt, never trusted
-            if "lock file" in str(exc).lower():  # RocksDB's "While lock file: ...": not "block"
+            if f"{path}/LOCK" in str(exc):  # RocksDB's lock file named: not "block checksum mismatch"
                 raise FatalError(f"store {name!r} partition {partition} at {path} is in use by "
-                                 f"another process: give every instance its own state.dir") from exc
+                                 f"another process: two instances with the same instance_id on one state.dir? "
+                                 f"give each instance its own instance_id") from exc
             log.warning("store %r partition %d cannot be opened (%s): rebuilding it", name, partition, exc)
             shutil.rmtree(path, ignore_errors=True)
             backend = self.open_backend(path)

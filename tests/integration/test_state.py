@@ -216,7 +216,9 @@ def test_a_changelog_topic_that_does_not_fit_stops_the_start(counting, processor
     proc = processors(p.config, "i1")
     assert proc.proc.wait(60) == 1
     assert proc.errors() == [f"stopping: changelog topic '{p.app_id}-counts-changelog' has 1 "
-                             f"partitions, the inputs 3: delete it or fix the inputs"]
+                             f"partitions, the inputs 3: a store is partitioned like its inputs, so its "
+                             f"keys would not be found again; give the inputs back their partition count "
+                             f"(deleting the changelog topic would start the state afresh, empty)"]
 
 
 def test_a_changelog_topic_deleted_mid_run_ends_the_run_with_one_line(counting, processors):

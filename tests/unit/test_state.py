@@ -348,3 +348,14 @@ def test_a_state_directory_the_stores_cannot_write_ends_the_start_with_one_line(
     stores = Stores("app", tmp_path / "i1", {"counts": None}, NoChangelog, Metrics())
     with pytest.raises(FatalError, match=f"state.dir: cannot write to {tmp_path}/i1: File exists"):
         stores.prepare(None, ["in"], -1, Event())
+
+
+def test_a_store_another_process_holds_names_the_likely_cause_a_shared_instance_id(tmp_path):
+    held = RocksBackend(tmp_path / "counts" / "0")  # as another instance with this instance_id would
+    stores = Stores("app", tmp_path, {"counts": None}, NoChangelog, Metrics(), open_backend=RocksBackend)
+    stores.restorer, stores.retention_ms = NoChangelog(), {"app-counts-changelog": 86_400_000}
+    stores.recovery = Recovery(stores.restorer)
+    with pytest.raises(FatalError, match="is in use by another process: two instances with the same "
+                                         "instance_id on one state.dir. give each instance its own instance_id"):
+        stores._open("counts", 0)
+    held.close()
