@@ -1,4 +1,4 @@
-"""A two-step saga as the README shows it, for `processor check` (tests/unit/test_config.py)."""
+"""A two-step saga as docs/state.md shows it, for `processor check` (tests/unit/test_config.py)."""
 
 from __future__ import annotations
 

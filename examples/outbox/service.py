@@ -3,7 +3,7 @@
 The event goes to the outbox table (aggregate type `order`, the order id as aggregate id),
 never straight to Kafka: if the transaction rolls back, there is no event; if it commits,
 the relay publishes it, once. The order row is written first: it locks the aggregate, so
-events of one order are published in the order their transactions commit (README).
+events of one order are published in the order their transactions commit (docs/outbox.md).
 """
 
 from __future__ import annotations

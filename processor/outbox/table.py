@@ -166,11 +166,11 @@ class OutboxTable:
         found = {column: kind for column, kind, _ in described}
         if not found:
             raise TableError(f"table {self.table} does not exist: create it with "
-                             f"`processor outbox -c FILE --create-table` (README: the outbox table)")
+                             f"`processor outbox -c FILE --create-table` (docs/outbox.md: the table)")
         wrong = [f"{column} {kinds[0]}" for column, kinds in COLUMNS.items() if found.get(column) not in kinds]
         if wrong:
             raise TableError(f"table {self.table} lacks the column(s) {', '.join(wrong)} "
-                             f"(README: the outbox table)")
+                             f"(docs/outbox.md: the table)")
         nullable = [column for column, _, null in described if column in NOT_NULL and null == "YES"]
         if nullable:  # a row without them would go to a topic `None`, or without its key's order
             raise TableError(f"table {self.table}: column(s) {', '.join(nullable)} may be NULL; every row needs "

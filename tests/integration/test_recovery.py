@@ -1,6 +1,6 @@
 """How long partitions stall after a crash, a scale-down and a rolling restart, with the
 group settings as shipped (no shortened session timeout), under both group protocols.
-Each test prints its figure; the README quotes them."""
+Each test prints its figure; docs/operations.md quotes them."""
 
 from __future__ import annotations
 
