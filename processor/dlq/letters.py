@@ -84,9 +84,11 @@ def topic_exists(settings: dict, topic: str) -> bool:
 def read_letters(settings: dict, topic: str) -> Iterator[Letter]:
     """Every committed record of `topic` up to its end when reading started, in partition
     order. Raises UnknownTopic."""
+    # partitions are read one after the other: a fetch that finds nothing returns at once, so
+    # that the next partition's end offsets do not wait behind it (librdkafka waits 500 ms)
     consumer = Consumer({**settings, "group.id": f"processor-dlq-reader-{id(settings)}",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
+                         "enable.partition.eof": True, "fetch.wait.max.ms": 10})
     try:
         metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
         if metadata is None or metadata.error is not None:

@@ -30,10 +30,12 @@ BATCH = 10_000
 TIMEOUT_S = 30.0
 STALL_S = 120.0  # no progress towards the end for this long: something holds the changelog
 # the changelog reader's settings; fetches of 10 MiB per partition read ~1.8x as fast as the
-# default 1 MiB (bench/restore.py)
+# default 1 MiB (bench/restore.py); a fetch that finds nothing new returns after 10 ms, not
+# librdkafka's 500: the broker answers a connection's requests in turn, so the end offsets
+# asked for the next partition to recover would wait behind it (0.5 s per store partition)
 CONSUMER_SETTINGS = {"isolation.level": "read_committed", "enable.auto.commit": False,
                      "enable.partition.eof": True, "auto.offset.reset": "earliest",
-                     "max.partition.fetch.bytes": 10 * 1024 * 1024}
+                     "max.partition.fetch.bytes": 10 * 1024 * 1024, "fetch.wait.max.ms": 10}
 
 
 def _watermarks(consumer: Consumer, tp: TopicPartition, store: StorePartition) -> tuple[int, int]:
@@ -109,7 +111,14 @@ class Recovery:
 
     def step(self, seconds: float) -> list[_Job]:
         """Recover for about `seconds`; returns the jobs that reached their changelog's end."""
-        done = [job for job in list(self.jobs.values()) if job.high < 0 and self._begin(job)]
+        starting = [job for job in list(self.jobs.values()) if job.high < 0]
+        done = [job for job in starting if self._begin(job)]  # every end asked before any fetch
+        reading = [job for job in starting if job not in done]
+        if reading:
+            self.consumer.incremental_assign([TopicPartition(job.changelog.topic, job.changelog.partition,
+                                                             job.changelog.offset) for job in reading])
+            for job in reading:
+                job.reading = True
         until = self.clock() + seconds
         while len(done) < len(self.jobs):
             done += self._read(max(until - self.clock(), 0.0))
@@ -120,17 +129,14 @@ class Recovery:
         return done
 
     def _begin(self, job: _Job) -> bool:
-        """Find where to start; True if the store is up to date already."""
+        """Find where to start; True if the store is up to date already (else the caller
+        assigns its changelog partition)."""
         job.began = time.monotonic()
         low, job.high = _watermarks(self.consumer, job.changelog, job.store)
         start, job.rebuilding = start_offset(job.store, low, job.high, job.retention_ms)
         job.changelog.offset = start
         job.remaining(job.high - start)
-        if start >= job.high:
-            return True
-        self.consumer.incremental_assign([TopicPartition(job.changelog.topic, job.changelog.partition, start)])
-        job.reading = True
-        return False
+        return start >= job.high
 
     def _read(self, seconds: float) -> list[_Job]:
         changes: dict[tuple[str, int], dict] = {}

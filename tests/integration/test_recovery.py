@@ -5,11 +5,13 @@ Each test prints its figure; docs/operations.md quotes them."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import pytest
 
 from examples.orders import make_samples
 from localkafka.clients import committed_offsets, wait_for
+from tests.counts import expected_counts, feed, verify_counts
 from tests.feeder import Feeder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.serial]  # bounds on time: run alone
@@ -88,3 +90,35 @@ def test_rolling_restart_stalls_no_partition_over_5s(pipe, processors, protocol)
     for proc in procs:
         assert proc.terminate() == 0
     feeder.stop()
+
+
+def test_a_stateful_restart_recovers_8_store_partitions_within_half_a_second(pipe, processors, tmp_path):
+    """kill -9 before any checkpoint, a few hundred changes in the changelogs: from the
+    partitions' assignment to the last store recovered (its records flow right after)."""
+    p = pipe(partitions=8, transform="tests.transforms:count_per_key",
+             input_codec={"key": {"format": "string"}, "value": {"format": "json"}},
+             output_value={"format": "json"}, state={"dir": str(tmp_path / "state"), "stores": {"counts": {}}})
+    feed(p.bootstrap, p.input, 0, 400)
+    first = processors(p.config, "i1")
+    wait_for(lambda: p.committed_all() or not first.running(), 60, "the records counted")
+    first.kill()
+    feed(p.bootstrap, p.input, 400, 400)
+    restarted = processors(p.config, "i1")
+    wait_for(lambda: p.committed_all() or not restarted.running(), 60, "the records after the restart counted")
+    lines = restarted.log_lines()
+    assigned = next(at(line) for line in lines if line["message"].startswith("assigned "))
+    recovered = [at(line) for line in lines if line["message"].startswith("recovered <store 'counts'")]
+    took = max(recovered) - assigned
+    print(f"\nstateful restart: {len(recovered)} store partitions recovered {took:.2f}s after their assignment")
+    assert len(recovered) == 8 and took < 1.0  # 0.5 s is the aim; the margin is the machine's noise
+    assert restarted.terminate() == 0
+    assert_exact_counts_of(p, 800)
+
+
+def at(line: dict) -> float:
+    return datetime.fromisoformat(line["time"]).timestamp()
+
+
+def assert_exact_counts_of(p, fed: int) -> None:
+    verdict = verify_counts(p.bootstrap, p.output, expected_counts(fed))
+    assert verdict.ok, verdict
