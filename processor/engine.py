@@ -104,6 +104,8 @@ class Engine:
             self.pause.release(self.tx.catch_up(RECOVERY_SLICE_S))
         self.pause.resume_if_due(self._assigned_partitions())
         txn = self.tx.open
+        if txn is None:
+            self.tx.between()
         wait = 0.0 if held else IDLE_POLL_SECONDS if txn is None else min(
             max(txn.deadline - self.clock(), 0.0), IDLE_POLL_SECONDS)
         timers_due = False

@@ -10,7 +10,8 @@ class Hooks:
     transaction; else it was dead-lettered; the pipeline tells its stores itself of the
     records it produced) and of partition changes (`lost`: they may be another member's
     already). Assigned partitions may be `held` back until `catch_up` (work done between
-    polls) says they are ready. Override what you need."""
+    polls) says they are ready; `between` transactions, they may look at committed state
+    (also while the stream is idle). Override what you need."""
 
     def begun(self) -> None: ...
     def record_ended(self, kept: bool) -> None: ...
@@ -21,3 +22,4 @@ class Hooks:
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None: ...
     def held(self) -> set[tuple[str, int]]: return set()
     def catch_up(self, seconds: float) -> list[tuple[str, int]]: return []
+    def between(self) -> None: ...  # every loop turn without an open transaction

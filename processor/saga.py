@@ -240,13 +240,17 @@ def _listed(result: Output | Iterable[Output] | None) -> list[Output]:
 
 class SagaGauges(Hooks):
     """Sets `processor_sagas{saga,state}` from the committed counts of the partitions held
-    here, at most every `every_s` (after a commit: nothing of an open transaction shows)."""
+    here, at most every `every_s`, between transactions (nothing of an open one shows): after
+    a commit, and while the stream is idle (the last sagas' ends, and those turning stuck)."""
 
     def __init__(self, stores, gauge, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self.stores, self.gauge, self.every_s, self.clock = stores, gauge, every_s, clock
         self.last = -every_s
 
     def after_commit(self, offsets) -> None:
+        self.between()
+
+    def between(self) -> None:
         if self.clock() - self.last >= self.every_s:
             self.refresh()
 

@@ -354,6 +354,11 @@ class Transactions:
         """Assigned partitions whose records must wait (a hook is not ready for them)."""
         return set().union(*(hook.held() for hook in self.hooks)) if self.hooks else set()
 
+    def between(self) -> None:
+        """A loop turn without an open transaction: the hooks may look at committed state."""
+        for hook in self.hooks:
+            hook.between()
+
     def catch_up(self, seconds: float) -> list[TopicPartition]:
         """Let the hooks work on held partitions; returns those no hook holds any more."""
         ready = {tp for hook in self.hooks for tp in hook.catch_up(seconds)} - self.held()

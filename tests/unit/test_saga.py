@@ -177,3 +177,24 @@ def test_saga_ids_that_look_like_the_sagas_own_keys_are_sagas_like_any_other(tri
     assert metrics.registry.get_sample_value("processor_sagas", {"saga": trip.saga.name, "state": "running:hotel"}) == 3
     assert steps_of(trip.call(trip.saga.on_reply, "#counts", "#counts/hotel/do", True)) == [("flight", "do")]
     assert trip.counts() == {"running:hotel": 2, "running:flight": 1}
+
+
+def test_the_gauge_catches_up_when_the_stream_goes_idle(trip):
+    """The last sagas' ends come within the refresh interval of the one before: the gauge
+    still shows them once the interval has passed, with no commit to come."""
+    now = [0.0]
+    metrics = Metrics()
+    gauges = SagaGauges(trip.stores, metrics.sagas, clock=lambda: now[0])
+
+    def shown(state):
+        return metrics.registry.get_sample_value("processor_sagas", {"saga": trip.saga.name, "state": state})
+    trip.start()
+    gauges.after_commit([])
+    assert shown("running:hotel") == 1
+    now[0] = 1.0
+    trip.reply("hotel", ok=False)
+    gauges.after_commit([])  # within 5 s of the last refresh
+    assert (shown("running:hotel"), shown("cancelled")) == (1, 0)
+    now[0] = 5.0
+    gauges.between()  # the loop turns on, idle
+    assert (shown("running:hotel"), shown("cancelled")) == (0, 1)
