@@ -170,6 +170,10 @@ class FakeCluster:
         self.faults: dict[str, list[KafkaException]] = {}  # call name -> errors to raise, in turn
         self.consume_faults_after = 0  # records consumed before a "consume" fault comes
 
+    def unfired(self) -> dict[str, int]:
+        """Faults injected that never came (a test of a fault that did not fire proves nothing)."""
+        return {call: len(errors) for call, errors in self.faults.items() if errors}
+
     def raise_if(self, call: str) -> None:
         if self.faults.get(call):
             raise self.faults[call].pop(0)

@@ -92,9 +92,11 @@ REMIND_AFTER_MS = 1500
 
 def remind_later(call):
     """Each input `{"seq": i}` schedules a reminder REMIND_AFTER_MS later under key `r<i>`;
-    the reminder becomes `{"seq": i, "due_ms", "fired_ms"}` (the input itself outputs nothing)."""
+    the reminder becomes `{"seq": i, "due_ms", "fired_ms", "fired_by"}` (the instance id; the
+    input itself outputs nothing)."""
     if isinstance(call, Timer):
-        return Output({"seq": call.payload, "due_ms": call.due_ms, "fired_ms": int(time.time() * 1000)})
+        return Output({"seq": call.payload, "due_ms": call.due_ms, "fired_ms": int(time.time() * 1000),
+                       "fired_by": os.environ.get("PROCESSOR__INSTANCE_ID")})
     seq = call.value["seq"]
     call.timers.schedule("remind", after_ms=REMIND_AFTER_MS, key=f"r{seq}", payload=seq)
     return None

@@ -102,9 +102,10 @@ def test_a_dead_letter_topic_deleted_while_running_ends_the_run(pipe, processors
     p.feed(samples[:2_000])
     proc = processors(p.config, "i1")
     wait_for(lambda: p.committed_total() > 0, 60, "a first commit")
+    before = committed_offsets(p.bootstrap, p.app_id, p.input)
+    assert sum(max(o, 0) for o in before.values()) > 0, "nothing was committed before the delete"
     admin = AdminClient({"bootstrap.servers": p.bootstrap})
     admin.delete_topics([p.dead_letter])[p.dead_letter].result(30)
-    before = committed_offsets(p.bootstrap, p.app_id, p.input)
     p.feed(samples[2_000:])
     began = time.monotonic()
     code = proc.proc.wait(120)
@@ -119,3 +120,5 @@ def test_a_dead_letter_topic_deleted_while_running_ends_the_run(pipe, processors
     inputs = read_all(p.bootstrap, p.input)
     committed_since = [r for r in inputs if before.get(r.partition, 0) <= r.offset < after.get(r.partition, 0)]
     assert not [r for r in committed_since if r.key in poison], "poison committed without its dead letter"
+    assert any(r.key in poison for r in inputs if r.offset >= after.get(r.partition, 0)), \
+        "no poison record came after the delete: the run had nothing to refuse"

@@ -63,6 +63,7 @@ def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
     engine = Engine(consumer, tx, pipeline, topics=["in"], new_consumer=new_consumer)
     engine.run(stopping)
     assert cluster.offsets == ends, "not every input was committed"
+    assert not cluster.unfired(), f"faults injected that never fired: {cluster.unfired()}"
     return tx, metrics
 
 
