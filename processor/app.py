@@ -30,6 +30,7 @@ from processor.state.build import build_stores
 from processor.state.stores import Stores
 from processor.transaction import Transactions
 from processor.transform import TransformLoadError, load_transform
+from processor.topiclimits import TopicLimits
 from processor.txproducer import Reachability, TransactionalProducer
 from processor.watchdog import EXIT_FATAL, watch
 
@@ -94,7 +95,14 @@ def run(config_path: str, stopping: threading.Event) -> int:
 
     consumer = new_consumer()
     p = config.processing
-    txp = TransactionalProducer(lambda extra: Producer({**producer_settings(config), **hooks, **extra}),
+    admin = AdminClient({**client_settings(config), **hooks})
+    producer = producer_settings(config)
+    compressed = str(producer.get("compression.type", producer.get("compression.codec", "none"))) != "none"
+    limits = TopicLimits(None if compressed else admin)
+    batch_size = limits.batch_size([config.output.topic, config.dead_letter.topic])
+    if batch_size is not None:  # batches of small records within the smallest topic's limit
+        producer["batch.size"] = min(batch_size, int(producer.get("batch.size", batch_size)))
+    txp = TransactionalProducer(lambda extra: Producer({**producer, **hooks, **extra}),
                                 call_timeout_s=p.transaction_timeout_ms / 2000,
                                 reachability=Reachability(config.kafka.unreachable_timeout_ms / 1000,
                                                           errors))
@@ -104,7 +112,7 @@ def run(config_path: str, stopping: threading.Event) -> int:
                                 commit_interval_s=p.commit_interval_ms / 1000,
                                 max_batch_records=p.max_batch_records,
                                 stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes,
-                                metrics=metrics, auto_offset_reset=config.input.auto_offset_reset,
+                                metrics=metrics, auto_offset_reset=config.input.auto_offset_reset, limits=limits,
                                 hooks=[stores, SagaGauges(stores, metrics.sagas)] if stores else [])
     if stores:
         stores.produce = transactions.produce_to
@@ -152,7 +160,7 @@ def run(config_path: str, stopping: threading.Event) -> int:
     gc.freeze()
     try:
         if stores:
-            stores.prepare(AdminClient({**client_settings(config), **hooks}), config.input.topics,
+            stores.prepare(admin, config.input.topics,
                            config.state.replication_factor, stopping)
         engine.run(stopping)
         code = EXIT_OK

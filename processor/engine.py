@@ -163,7 +163,8 @@ class Engine:
         """Process and produce records[start:] until the batch ends or the transaction is
         due, then commit if due; returns the index of the first record left."""
         txn = self.tx.open or self.tx.begin()
-        fill, produce, deadline, route = self.pipeline.fill, self.txp.producer.produce, txn.deadline, self.tx.route
+        fill, deadline, route = self.pipeline.fill, txn.deadline, self.tx.route
+        produce = self.tx.checked_produce if self.tx.limits.tight(self.tx.output_topic) else self.txp.producer.produce
         i = start
         while i < len(records):
             i, outcome = fill(records, i, produce, deadline)

@@ -27,6 +27,7 @@ from processor.metrics import Metrics
 from processor.pipeline import Encoded, Outcome, Outputs, RetryLater
 from processor.refusals import REFUSED, REFUSED_AT_ONCE, Refusals
 from processor.streak import AbortStreak
+from processor.topiclimits import TopicLimits
 from processor.topics import MissingTopic, Topics
 from processor.timers import TimerMessage
 from processor.transform import Timer
@@ -45,7 +46,7 @@ class Transactions:
                  output_topic: str, dead_letter_topic: str, app_id: str, commit_interval_s: float,
                  max_batch_records: int, stacktrace_max_bytes: int, metrics: Metrics,
                  auto_offset_reset: str = "earliest", hooks: Iterable[Hooks] = (),
-                 clock: Callable[[], float] = time.monotonic):
+                 limits: TopicLimits | None = None, clock: Callable[[], float] = time.monotonic):
         self.consumer, self.txp = consumer, producer
         self.single_topic = input_topics[0] if len(input_topics) == 1 else None
         self.output_topic, self.dead_letter_topic = output_topic, dead_letter_topic
@@ -55,6 +56,7 @@ class Transactions:
         self.app_id, self.stacktrace_max_bytes = app_id, stacktrace_max_bytes
         self.commit_interval, self.max_batch = commit_interval_s, max_batch_records
         self.metrics, self.clock = metrics, clock
+        self.limits = limits or TopicLimits(None)  # records over a topic's limit: refused before sending
         self.hooks = list(hooks)
         self.open: TxnContents | None = None
         self.topics = Topics(consumer)
@@ -180,9 +182,16 @@ class Transactions:
         self._require_topic_of(missing[0], KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
         return Failure("produce", MissingTopic(f"output topic {missing[0]!r} does not exist"))
 
+    def checked_produce(self, topic: str, value: bytes | None, key: bytes | None, headers=None) -> None:
+        """The hot path's produce for a topic with a limit below the client's own."""
+        self.limits.check(topic, value, key, headers)
+        self.txp.producer.produce(topic, value, key, headers=headers)
+
     def produce(self, out: Encoded, **partition) -> None:
-        """Produce `out` (to `partition=N` if given), waiting while the queue is full."""
+        """Produce `out` (to `partition=N` if given), waiting while the queue is full; a
+        record over its topic's limit raises KafkaException (MSG_SIZE_TOO_LARGE) at once."""
         topic, value, key, headers = out
+        self.limits.check(topic, value, key, headers)
         while True:
             try:
                 self.txp.producer.produce(topic, value, key, headers=headers, **partition)

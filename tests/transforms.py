@@ -111,6 +111,12 @@ def fragile(record):
     return {"seq": seq, "idempotency_key": record.idempotency_key}
 
 
+def padded_every_100th(record):
+    """`{"seq": i}` out as it came, but every 100th with 3,000 bytes of padding."""
+    seq = record.value["seq"]
+    return {"seq": seq, "pad": "x" * 3_000} if seq % 100 == 0 else {"seq": seq}
+
+
 def oversized_sometimes(record):
     """examples.enrich, but a singled-out good order's output is over Kafka's 1 MB limit: with
     the samples' poison, dead letters of every stage (the broker refuses those: `produce`)."""

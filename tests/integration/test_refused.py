@@ -4,6 +4,7 @@ stage `produce`; every other record comes out exactly once and the run drains.""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from examples.orders import Sample, make_samples
 from localkafka.clients import committed_offsets, read_all, wait_for
+from tests.counts import feed
 
 pytestmark = pytest.mark.kafka
 BYTES = {"key": {"format": "string"}, "value": {"format": "bytes"}}
@@ -44,6 +46,31 @@ def test_outputs_the_broker_refuses_are_dead_lettered(pipe, processors, new_topi
         reason = b"MSG_SIZE_TOO_LARGE" if record.key.decode() in too_big else b"INVALID_RECORD"
         assert reason in h["__processor.errors.message"], h["__processor.errors.message"]
         assert "__processor.errors.dropped" not in h
+
+
+def test_outputs_over_their_topic_s_limit_are_dead_lettered_without_aborting_a_transaction(pipe, processors):
+    """The limit is read at start: a record over it is refused before it is sent (sent, it
+    would fail the whole request it is in), and batches of small records stay within it."""
+    p = pipe(partitions=3, transform="tests.transforms:padded_every_100th",
+             input_codec={"key": {"format": "string"}, "value": {"format": "json"}},
+             output_value={"format": "json"}, topic_configs={"out": {"max.message.bytes": "2000"}})
+    feed(p.bootstrap, p.input, 0, 1_000)
+    began = time.monotonic()
+    proc = processors(p.config, "i1")
+    wait_for(lambda: p.committed_all() or not proc.running(), 120, "every input committed")
+    took = time.monotonic() - began
+    assert proc.terminate() == 0, proc.log()[-3000:]
+    stopped = [line["message"] for line in proc.log_lines() if line["message"].startswith("stopped after")]
+    aborted = int(re.search(r"(\d+) aborted", stopped[0]).group(1))
+    print(f"\n10 outputs over the topic's 2,000 bytes among 1,000: drained in {took:.1f}s "
+          f"(the process's start included), {aborted} transactions aborted")
+    assert aborted == 0
+    assert sorted(json.loads(r.value)["seq"] for r in read_all(p.bootstrap, p.output)) == [
+        seq for seq in range(1_000) if seq % 100]
+    dead = read_all(p.bootstrap, p.dead_letter)
+    assert sorted(json.loads(r.value)["seq"] for r in dead) == list(range(0, 1_000, 100))
+    assert all(b"over the max.message.bytes of topic" in r.headers["__processor.errors.message"]
+               and r.headers["__processor.errors.stage"] == b"produce" for r in dead)
 
 
 def test_dead_letters_the_dead_letter_topic_refuses_are_written_smaller(pipe, processors):
