@@ -21,7 +21,7 @@ from processor.kafka import FatalError
 from processor.resilience.dependency import set_record_deadline
 from processor.resilience.errors import Transient
 from processor.resilience.retry import attempts_of
-from processor.transform import _INPUT_KEY, Headers, Output, Record, Timer, Transform
+from processor.transform import INPUT_KEY, Headers, Output, Record, Timer, Transform
 
 # an output record in Producer.produce's argument order: (topic, value, key, headers)
 Encoded = tuple[str, bytes | None, bytes | None, Headers | None]
@@ -247,7 +247,7 @@ class Pipeline:
 
     def _encode(self, out: Output, msg: Message | None, key) -> Encoded:
         """`out` with the input's key (`key` decoded) and headers by default (none without `msg`)."""
-        if out.key is _INPUT_KEY:
+        if out.key is INPUT_KEY:
             out_key = msg.key() if msg is not None and self.reuse_input_key else self.encode_key(key)
         else:
             out_key = self.encode_key(out.key)

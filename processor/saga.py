@@ -22,7 +22,7 @@ from typing import Any
 
 from processor.hooks import Hooks
 from processor.state.store import wall_ms
-from processor.transform import Output, Record, Timer, _Call
+from processor.transform import Output, Record, Timer, Call
 
 log = logging.getLogger("processor.saga")
 SAGAS: dict[str, Saga] = {}  # every saga defined in this process, by name (for the metrics)
@@ -148,7 +148,7 @@ class Saga:
         return outputs
 
     # -- moves -----------------------------------------------------------------------------
-    def _next(self, call: _Call, store, saga_id: str, state: dict) -> list[Output]:
+    def _next(self, call: Call, store, saga_id: str, state: dict) -> list[Output]:
         if state["step"] + 1 == len(self.steps):
             return self._end(call, store, saga_id, state, "CONFIRMED", None)
         before = dict(state)
@@ -156,7 +156,7 @@ class Saga:
         self._count(store, self.label(before), self.label(state))
         return self._send(call, store, saga_id, state, "do")
 
-    def _compensate(self, call: _Call, store, saga_id: str, state: dict, steps: list[int],
+    def _compensate(self, call: Call, store, saga_id: str, state: dict, steps: list[int],
                     reason: str) -> list[Output]:
         if not steps:
             return self._end(call, store, saga_id, state, "CANCELLED", reason)
@@ -165,7 +165,7 @@ class Saga:
         self._count(store, self.label(before), self.label(state))
         return self._send(call, store, saga_id, state, "compensate")
 
-    def _compensated(self, call: _Call, store, saga_id: str, state: dict) -> list[Output]:
+    def _compensated(self, call: Call, store, saga_id: str, state: dict) -> list[Output]:
         if not state["undo"]:
             return self._end(call, store, saga_id, state, "CANCELLED", state["reason"])
         before = dict(state)
@@ -173,7 +173,7 @@ class Saga:
         self._count(store, self.label(before), self.label(state))
         return self._send(call, store, saga_id, state, "compensate")
 
-    def _send(self, call: _Call, store, saga_id: str, state: dict, action: str) -> list[Output]:
+    def _send(self, call: Call, store, saga_id: str, state: dict, action: str) -> list[Output]:
         """The step's command (or compensation), its reply awaited until a timer."""
         step = self.steps[state["step"]]
         command_id = f"{saga_id}/{step.name}/{action}"
@@ -184,7 +184,7 @@ class Saga:
         build = step.command if action == "do" else step.compensation
         return _listed(build(Command(saga_id, step.name, action, command_id, state["data"])))
 
-    def _end(self, call: _Call, store, saga_id: str, state: dict, status: str, reason: str | None) -> list[Output]:
+    def _end(self, call: Call, store, saga_id: str, state: dict, status: str, reason: str | None) -> list[Output]:
         call.timers.cancel(self.timer_name, key=saga_id)
         store.delete(self._started_key(state["started_ms"], saga_id))
         self._count(store, self.label(state), status.lower())

@@ -26,10 +26,10 @@ from processor.kafka import FatalError, kafka_error
 from processor.metrics import Metrics
 from processor.pipeline import Encoded, Outcome, Outputs, RetryLater
 from processor.refusals import REFUSED, REFUSED_AT_ONCE, Refusals
+from processor.state.timers import TimerMessage
 from processor.streak import AbortStreak
 from processor.topiclimits import TopicLimits
 from processor.topics import MissingTopic, Topics
-from processor.timers import TimerMessage
 from processor.transform import Timer
 from processor.txproducer import AbortTransaction, TransactionalProducer
 

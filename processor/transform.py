@@ -20,7 +20,7 @@ class Poison(Exception):
     """Raised by a transform for an input it can never process: it goes to the dead-letter topic."""
 
 
-class _Call:
+class Call:
     """What a transform may use in any call: the state and the timers of the call's partition."""
 
     __slots__ = ()
@@ -52,7 +52,7 @@ class _Call:
         return self._stores
 
 
-class Record(_Call):
+class Record(Call):
     """One input record as the transform sees it: `key` and `value` decoded; `headers`,
     `topic`, `partition`, `offset`, `timestamp` (ms or None) as consumed; and
     `idempotency_key`, the same for this record after any retry, abort, crash or rebalance,
@@ -99,7 +99,7 @@ class Record(_Call):
                 f"key={self.key!r}, value={self.value!r})")
 
 
-class Timer(_Call):
+class Timer(Call):
     """A timer that came due, passed to the transform in place of a `Record` (tell them apart
     with `isinstance(call, Timer)` or `match call: case Timer(): ...`): `name`, `key` and
     `payload` as scheduled, `due_ms` (ms since the epoch), `partition`. It fires once: its
@@ -120,7 +120,7 @@ class Timer(_Call):
                 f"partition={self.partition}, payload={self.payload!r})")
 
 
-_INPUT_KEY: Any = object()  # sentinel: the output keeps the input record's key
+INPUT_KEY: Any = object()  # sentinel: the output keeps the input record's key
 
 
 @dataclass(slots=True)
@@ -129,7 +129,7 @@ class Output:
     to the input headers."""
 
     value: Any
-    key: Any = _INPUT_KEY
+    key: Any = INPUT_KEY
     topic: str | None = None
     headers: Headers | None = field(default=None)
 

@@ -29,7 +29,7 @@ from processor.dlq.refused import RefusedLetters
 from processor.dlq.select import Selection
 from processor.kafka import kafka_error
 from processor.refusals import REFUSED_AT_ONCE
-from processor.timers import TIMERS_STORE
+from processor.state.timers import TIMERS_STORE
 from processor.transform import REPLAY_PREFIX
 
 COMMIT_EVERY_S = 0.5  # a replay is throughput, not latency: few, large transactions

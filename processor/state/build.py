@@ -10,7 +10,7 @@ from processor.config import Config
 from processor.kafka import client_settings
 from processor.state.recovery import CONSUMER_SETTINGS
 from processor.state.stores import Stores
-from processor.timers import TIMERS_STORE
+from processor.state.timers import TIMERS_STORE
 
 
 def build_stores(config: Config, metrics, client_hooks: dict[str, Any]) -> Stores | None:

@@ -27,7 +27,7 @@ from processor.state.backend import Backend, RocksBackend, corrupt_mark
 from processor.state.changelog import changelog_topic, prepare_changelogs
 from processor.state.recovery import Recovery
 from processor.state.store import StorePartition
-from processor.timers import TIMERS_STORE, Timers
+from processor.state.timers import TIMERS_STORE, Timers
 
 log = logging.getLogger("processor.state")
 CHECKPOINT_S = 10.0

@@ -32,7 +32,7 @@ class Trip:
 
     def __init__(self, tmp_path, monkeypatch):
         self.now = [1_000_000]
-        for module in ("processor.saga", "processor.timers"):
+        for module in ("processor.saga", "processor.state.timers"):
             monkeypatch.setattr(f"{module}.wall_ms", lambda: self.now[0])
         self.stores = timer_stores(tmp_path, "sagas")
         self.stores.timers.clock_ms = lambda: self.now[0]

@@ -14,7 +14,7 @@ from processor.metrics import Metrics
 from processor.state.backend import MemoryBackend
 from processor.state.recovery import Recovery
 from processor.state.stores import Stores
-from processor.timers import TIMERS_STORE, Timers
+from processor.state.timers import TIMERS_STORE, Timers
 from processor.transform import Output, Record, Timer
 from tests.fakeclients import FakeCluster, error
 from tests.unit.test_state import NoChangelog, commit, store

@@ -21,7 +21,7 @@ from typing import Any
 from processor import jsontext
 from processor.state.codec import Key, decode_key, encode_key
 from processor.state.store import StorePartition, wall_ms
-from processor.transform import _INPUT_KEY, Timer
+from processor.transform import INPUT_KEY, Timer
 
 TIMERS_STORE = "__timers"
 _DUE, _BY_ID = b"t", b"n"
@@ -46,7 +46,7 @@ class PartitionTimers:
         self.scheduled = scheduled  # told (partition, due ms) of every timer scheduled
 
     def schedule(self, name: str, *, at_ms: int | None = None, after_ms: int | None = None,
-                 key: Any = _INPUT_KEY, payload: Any = None) -> int:
+                 key: Any = INPUT_KEY, payload: Any = None) -> int:
         """Fire timer `name` for `key` at `at_ms` (ms since the epoch) or `after_ms` from now,
         replacing the one of that name and key if any; returns its due time (a time in the
         past: now, at the next chance). The payload is
@@ -64,16 +64,16 @@ class PartitionTimers:
         self.scheduled(self.store.partition, due)
         return due
 
-    def cancel(self, name: str, *, key: Any = _INPUT_KEY) -> bool:
+    def cancel(self, name: str, *, key: Any = INPUT_KEY) -> bool:
         """Cancel timer `name` for `key`; whether there was one."""
         return self._remove(_ident(name, self._key(key)))
 
-    def due_ms(self, name: str, *, key: Any = _INPUT_KEY) -> int | None:
+    def due_ms(self, name: str, *, key: Any = INPUT_KEY) -> int | None:
         """When timer `name` for `key` is due, or None if there is none."""
         return self.store.get(_BY_ID + _ident(name, self._key(key)))
 
     def _key(self, key: Any) -> Key:
-        return self.default_key if key is _INPUT_KEY else key
+        return self.default_key if key is INPUT_KEY else key
 
     def _remove(self, ident: bytes, due: int | None = None) -> bool:
         """Remove the timer `ident` (only if it is due at `due`, when given)."""
