@@ -51,6 +51,12 @@ class TopicLimits:
                     "by aborting transactions", topic, why)
         return None
 
+    def forget(self, topic: str) -> None:
+        """The broker refused a record as too large: the topic's limit is read again before
+        the next record to it (it may have been lowered since)."""
+        if self.admin is not None:
+            self.limits.pop(topic, None)
+
     def batch_size(self, topics: list[str]) -> int | None:
         """The producer's batch.size that keeps every batch within these topics' limits, if
         one of them is below the client's own."""

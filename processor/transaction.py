@@ -270,6 +270,8 @@ class Transactions:
             self.streak.aborted(str(reason))
         if refused is not None and txn is not None:
             error, topic = refused
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                self.limits.forget(topic)  # its max.message.bytes changed since it was read
             if txn.timers:
                 self._timer_refused(txn, error, topic)
             else:

@@ -56,3 +56,15 @@ def test_a_limit_that_cannot_be_read_is_said_once_and_left_to_the_bisection(capl
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith("the max.message.bytes of topic 'secret' cannot be read (Broker: Topic authorization failed)")
     assert TopicLimits(None).batch_size(["out"]) is None  # compression: nothing known
+
+
+def test_a_limit_lowered_since_it_was_read_is_read_again_after_a_refusal():
+    admin = Admin({"out": 5_000})
+    limits = TopicLimits(admin)
+    limits.check("out", b"v" * 3_000, None, None)
+    admin.limits["out"] = 2_000  # an operator lowers it; the broker refuses the next large one
+    limits.check("out", b"v" * 3_000, None, None)  # still the old limit: sent, and refused
+    limits.forget("out")
+    with pytest.raises(KafkaException, match=r"over the max.message.bytes of topic 'out' \(2000\)"):
+        limits.check("out", b"v" * 3_000, None, None)
+    assert admin.asked == ["out", "out"]

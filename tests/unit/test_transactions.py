@@ -16,6 +16,7 @@ from processor.metrics import Metrics
 from processor.pipeline import Pipeline
 from processor.refusals import Refusals
 from processor.streak import AbortStreak
+from processor.topiclimits import TopicLimits
 from processor.transaction import Transactions
 from processor.transform import Output, Poison
 from processor.txproducer import Reachability, TransactionalProducer
@@ -31,7 +32,7 @@ def inputs(partitions: int = 3, per_partition: int = 40, value=lambda p, i: b"v%
 
 def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
         on_consume=None, seconds: float = 8.0, stores=None, commit_interval_s: float = 0.005,
-        until=lambda: True):
+        until=lambda: True, limits=None):
     """Run the engine until every input offset is committed and `until()` holds (or
     `seconds` pass)."""
     stopping = threading.Event()
@@ -55,7 +56,8 @@ def run(records, transform, cluster: FakeCluster, *, max_batch: int = 100_000,
     metrics = Metrics()
     tx = Transactions(consumer, txp, input_topics=["in"], output_topic="out", dead_letter_topic="dlq",
                       app_id="app", commit_interval_s=commit_interval_s, max_batch_records=max_batch,
-                      stacktrace_max_bytes=8192, metrics=metrics, hooks=[stores] if stores else [])
+                      stacktrace_max_bytes=8192, metrics=metrics, hooks=[stores] if stores else [],
+                      limits=limits)
     if stores:
         stores.produce = tx.produce_to
     pipeline = Pipeline("app", transform, BytesCodec(), BytesCodec(), "out", BytesCodec(),
@@ -123,6 +125,17 @@ def test_records_the_broker_refuses_are_found_and_dead_lettered_alone():
         assert headers["__processor.errors.stage"] == b"produce"
         assert b"MSG_SIZE_TOO_LARGE" in headers["__processor.errors.message"]
     assert tx.refusals.cap is None and not tx.refusals.suspect  # full-size transactions again
+
+
+def test_a_topic_whose_records_the_broker_refuses_as_too_large_has_its_limit_read_again():
+    """Its max.message.bytes may have been lowered since the start: read again, not trusted."""
+    from tests.unit.test_topiclimits import Admin  # noqa: PLC0415
+    admin = Admin({"out": 10**7, "dlq": 10**7})
+    records = inputs(1, 20, value=lambda p, i: b"BIG" if i == 5 else b"v%d" % i)
+    cluster = FakeCluster(TOPICS, refuse=lambda topic, value: KafkaError.MSG_SIZE_TOO_LARGE
+                          if topic == "out" and value == b"BIG" else None)
+    run(records, lambda r: r.value, cluster, limits=TopicLimits(admin))
+    assert admin.asked.count("out") >= 2 and len(dead(cluster)) == 1
 
 
 def test_a_dead_letter_the_topic_refuses_is_written_without_its_value():
