@@ -13,6 +13,7 @@ before sending: no check then.
 from __future__ import annotations
 
 import logging
+import time
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -36,20 +37,34 @@ class TopicLimits:
     def of(self, topic: str) -> int | None:
         """The topic's max.message.bytes, read once (None: unknown; Kafka away then too)."""
         if topic not in self.limits:
-            self.limits[topic] = self._read(topic) if self.admin is not None else None
+            self.read([topic])
         return self.limits[topic]
 
-    def _read(self, topic: str) -> int | None:
-        try:
-            futures = self.admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
-            return int(next(iter(futures.values())).result(timeout=TIMEOUT_S)["max.message.bytes"].value)
-        except KafkaException as exc:
-            why = kafka_error(exc).str()
-        except (KeyError, ValueError) as exc:
-            why = repr(exc)
-        log.warning("the max.message.bytes of topic %r cannot be read (%s): a record over it is found "
-                    "by aborting transactions", topic, why)
-        return None
+    def read(self, topics: list[str]) -> None:
+        """Read the limits of `topics` not known yet, in one request."""
+        topics = [topic for topic in topics if topic not in self.limits]
+        if not topics:
+            return
+        if self.admin is None:
+            self.limits.update(dict.fromkeys(topics))
+            return
+        futures = self.admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics])
+        deadline = time.monotonic() + TIMEOUT_S
+        for resource, future in futures.items():
+            topic = resource.name
+            try:
+                configs = future.result(timeout=max(deadline - time.monotonic(), 0.0))
+                self.limits[topic] = int(configs["max.message.bytes"].value)
+                continue
+            except KafkaException as exc:
+                why = kafka_error(exc).str()
+            except TimeoutError:
+                why = f"no answer in {TIMEOUT_S:.0f}s"
+            except (KeyError, ValueError) as exc:
+                why = repr(exc)
+            log.warning("the max.message.bytes of topic %r cannot be read (%s): a record over it is found "
+                        "by aborting transactions", topic, why)
+            self.limits[topic] = None
 
     def forget(self, topic: str) -> None:
         """The broker refused a record as too large: the topic's limit is read again before
@@ -60,6 +75,7 @@ class TopicLimits:
     def batch_size(self, topics: list[str]) -> int | None:
         """The producer's batch.size that keeps every batch within these topics' limits, if
         one of them is below the client's own."""
+        self.read(topics)
         limits = [limit for limit in map(self.of, topics) if limit is not None]
         smallest = min(limits, default=CLIENT_LIMIT)
         return smallest - BATCH_OVERHEAD if smallest < CLIENT_LIMIT else None

@@ -19,14 +19,15 @@ class Admin:
         self.limits, self.asked = limits, []
 
     def describe_configs(self, resources):
-        future: Future = Future()
-        topic = resources[0].name
-        self.asked.append(topic)
-        if topic in self.limits:
-            future.set_result({"max.message.bytes": SimpleNamespace(value=str(self.limits[topic]))})
-        else:
-            future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)))
-        return {resources[0]: future}
+        futures = {}
+        for resource in resources:
+            future = futures[resource] = Future()
+            self.asked.append(resource.name)
+            if resource.name in self.limits:
+                future.set_result({"max.message.bytes": SimpleNamespace(value=str(self.limits[resource.name]))})
+            elif resource.name != "silent":  # Kafka does not answer for it
+                future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)))
+        return futures
 
 
 def test_a_record_over_its_topic_s_limit_is_refused_as_the_client_refuses_one():
@@ -68,3 +69,14 @@ def test_a_limit_lowered_since_it_was_read_is_read_again_after_a_refusal():
     with pytest.raises(KafkaException, match=r"over the max.message.bytes of topic 'out' \(2000\)"):
         limits.check("out", b"v" * 3_000, None, None)
     assert admin.asked == ["out", "out"]
+
+
+def test_a_limit_kafka_does_not_tell_in_time_is_unknown_not_an_error(monkeypatch, caplog):
+    monkeypatch.setattr("processor.topiclimits.TIMEOUT_S", 0.05)
+    limits = TopicLimits(Admin({"out": 2_000}))
+    with caplog.at_level(logging.WARNING, logger="processor"):
+        assert limits.batch_size(["out", "silent"]) == 2_000 - BATCH_OVERHEAD  # one request for both
+    assert limits.of("silent") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "the max.message.bytes of topic 'silent' cannot be read (no answer in 0s): a record over it is "
+        "found by aborting transactions"]
