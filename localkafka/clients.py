@@ -80,6 +80,7 @@ class Read:
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    timestamp: int = -1  # ms (the producer's, or the broker's append time on LogAppendTime topics)
 
 
 def read_all(bootstrap: str, topic: str, isolation: str = "read_committed",
@@ -109,7 +110,7 @@ def read_all(bootstrap: str, topic: str, isolation: str = "read_committed",
                 if msg.error():
                     raise KafkaException(msg.error())
                 out.append(Read(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                dict(msg.headers() or [])))
+                                dict(msg.headers() or []), msg.timestamp()[1]))
         return sorted(out, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()

@@ -22,6 +22,7 @@ from processor.kafka import (FENCED_BY, NO_CONSUMER_PROTOCOL, UNREACHABLE, Fatal
 from processor.offsetfetch import committed_starts, lost_offset_fetch
 from processor.pausing import Pause
 from processor.pipeline import Outcome, Pipeline, TransformExit
+from processor.state.timergate import TimerGate
 from processor.transaction import RetryLaterError, Transactions
 from processor.txproducer import AbortTransaction
 
@@ -43,6 +44,8 @@ class Engine:
                  clock: Callable[[], float] = time.monotonic):
         self.consumer, self.tx, self.pipeline = consumer, transactions, pipeline
         self.timers = pipeline.stores.timers if pipeline.stores is not None else None
+        # timers fire after the records that came before their due time (timergate.py)
+        self.gate = TimerGate(topics) if self.timers is not None else None
         self.new_consumer = new_consumer  # a consumer like `consumer`, for a fenced static member
         self.rejoined: list[float] = []
         self.txp = transactions.txp
@@ -108,10 +111,8 @@ class Engine:
             self.tx.between()
         wait = 0.0 if held else IDLE_POLL_SECONDS if txn is None else min(
             max(txn.deadline - self.clock(), 0.0), IDLE_POLL_SECONDS)
-        timers_due = False
         if self.timers is not None and self.pause.until is None:  # none fire during a pause
-            until_due = self.timers.seconds_until_due()
-            timers_due, wait = until_due == 0.0, min(wait, until_due)
+            wait = min(wait, self.timers.seconds_until_due(self.gate.horizon))
         room = min(self.consume_batch, self.tx.room())
         # what is there already, else the first record to come: consume(room, wait) would hold
         # the records that came back until `room` of them are there or `wait` is over
@@ -128,7 +129,7 @@ class Engine:
         records = messages
         if any(map(Message.error, messages)):  # rare: keep the loop below free of checks
             for msg in messages:
-                if msg.error():
+                if msg.error() and msg.error().code() != KafkaError._PARTITION_EOF:  # ends: for the gate
                     self._consumer_error(msg.error())
             records = [msg for msg in messages if not msg.error()]
         if self.executor:  # one deadline for the whole batch: it bounds the transaction too
@@ -141,10 +142,12 @@ class Engine:
             fill = self._fill
         uncommitted = 0  # records[uncommitted:] are in no committed transaction
         try:
-            if timers_due:
-                self._fire_timers()
             while uncommitted < len(records):
                 uncommitted = fill(records, uncommitted)
+            if self.gate is not None:  # after the records: those before a timer's due time come first
+                self.gate.consumed(messages)
+                if self.pause.until is None and self.timers.seconds_until_due(self.gate.horizon) == 0.0:
+                    self._fire_timers()
             # serve delivery reports as they come: librdkafka frees a sent record only then, and
             # left to the commit, tens of thousands pile up (measured: ~15% more CPU per record)
             self.txp.serve()
@@ -152,11 +155,11 @@ class Engine:
                 self.tx.commit()
         except RetryLaterError as exc:
             log.warning("aborting the transaction to retry its records later: %s", exc)
-            self.tx.abort(records[uncommitted:])
+            self._abort(records[uncommitted:])
             self.pause.start(max(self.pause.seconds_until_probe(), self.retry_backoff),
                              self._assigned_partitions())
         except AbortTransaction as exc:
-            self.tx.abort(records[uncommitted:], exc)
+            self._abort(records[uncommitted:], exc)
 
     # -- per record ------------------------------------------------------------------------
     def _fill(self, records: list[Message], start: int) -> int:
@@ -184,7 +187,7 @@ class Engine:
         if alone and self.tx.open is not None:
             self.tx.commit()
         txn = self.tx.open or self.tx.begin()
-        for timer in self.timers.due(1 if alone else TIMER_BATCH):
+        for timer in self.timers.due(1 if alone else TIMER_BATCH, self.gate.horizon):
             self.tx.fire(timer, self.pipeline.fire(timer), self.timers.remove)
             if self.clock() >= txn.deadline:
                 break
@@ -237,7 +240,7 @@ class Engine:
             try:
                 self.tx.commit()
             except AbortTransaction as exc:  # rewound: consistent even if the fetch waits
-                self.tx.abort([], exc)
+                self._abort([], exc)
         partitions = [TopicPartition(t, p) for t, p in sorted(self.tx.assigned)]
         try:
             starts = committed_starts(self.consumer, partitions, self.tx.auto_offset_reset)
@@ -245,6 +248,7 @@ class Engine:
             log.warning("could not read the committed offsets yet: %s", kafka_error(exc).str())
             return False
         self.pause.restart(starts, self.tx.held())
+        self._forget(starts)  # fetched again
         self.restart_fetch = False
         log.warning("fetching %s again from their committed offsets (librdkafka issue 5586)",
                     _names(starts))
@@ -291,7 +295,16 @@ class Engine:
         """Those ready for records (none held back)."""
         return [TopicPartition(t, p) for t, p in sorted(self.tx.assigned - self.tx.held())]
 
+    def _abort(self, unadded: list[Message], reason: BaseException | None = None) -> None:
+        """Abort the open transaction; the partitions rewound are fetched again."""
+        self._forget(self.tx.abort(unadded, reason))
+
+    def _forget(self, partitions) -> None:
+        if self.gate is not None:
+            self.gate.forget(partitions)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions)
         self.tx.on_assign(partitions)
         self.pause.reapply(partitions, self.tx.held())
         self.metrics.rebalances.labels("assigned").inc()
@@ -301,11 +314,13 @@ class Engine:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("revoked").inc()
         log.info("revoked %s", _names(partitions))
+        self._forget(partitions)
         self._guard(self.tx.on_revoke, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.metrics.rebalances.labels("lost").inc()
         log.warning("lost %s: aborting the open transaction", _names(partitions))
+        self._forget(partitions)
         self._guard(partial(self.tx.on_revoke, lost=True), partitions)
 
     def _guard(self, action: Callable[[list[TopicPartition]], None],

@@ -119,8 +119,10 @@ def consumer_settings(config: Config) -> dict[str, Any]:
         group["group.instance.id"] = config.instance_id
     if k.group_protocol == "classic":
         group.update(CLASSIC_GROUP_DEFAULTS)
+    # with timers, the loop learns where each partition ends (timers wait for the records before them)
+    ends = {"enable.partition.eof": True} if config.state.timers else {}
     return {**client_settings(config), **group, "auto.offset.reset": config.input.auto_offset_reset,
-            **CONSUMER_DEFAULTS, **k.consumer, **_CONSUMER_FIXED}
+            **CONSUMER_DEFAULTS, **k.consumer, **_CONSUMER_FIXED, **ends}
 
 
 def incremental_assignment(config: Config) -> bool:

@@ -255,10 +255,12 @@ class Transactions:
             if high >= 0:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
-    def abort(self, unadded: list[Message] | None = None, reason: BaseException | None = None) -> None:
+    def abort(self, unadded: list[Message] | None = None,
+              reason: BaseException | None = None) -> set[tuple[str, int]]:
         """Abort the open transaction. With `unadded` (the batch's records handed to the
         pipeline but in no committed transaction), rewind every partition to its first
-        record not committed. A `reason` counts towards the abort streak (a pause does not)."""
+        record not committed; returns those rewound. A `reason` counts towards the abort
+        streak (a pause does not)."""
         txn, self.open = self.open, None
         refused = self._refused_delivery()
         if txn is not None:
@@ -278,13 +280,14 @@ class Transactions:
                 suspects, inputs = txn.suspects(unadded or [])
                 self.refusals.refused(error, suspects, inputs, topic == self.dead_letter_topic)
         if unadded is None:
-            return
+            return set()
         rewind = txn.first_offsets() if txn is not None else {}
         for msg in unadded:
             rewind.setdefault((msg.topic(), msg.partition()), msg.offset())
         for (topic, partition), offset in rewind.items():
             if (topic, partition) in self.assigned:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
+        return set(rewind)
 
     def _timer_refused(self, txn: TxnContents, error: KafkaError, topic: str) -> None:
         if len(txn.timers) == 1 and txn.inputs == 0 and topic != self.dead_letter_topic:

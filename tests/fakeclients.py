@@ -15,8 +15,10 @@ from tests.messages import message
 
 
 class FakeConsumer:
-    def __init__(self, inputs: dict[tuple[str, int], list[tuple[bytes, bytes]]], cluster: FakeCluster):
-        self.logs = {tp: [message(tp[0], tp[1], i, k, v) for i, (k, v) in enumerate(records)]
+    def __init__(self, inputs: dict[tuple[str, int], list[tuple]], cluster: FakeCluster):
+        """`inputs`: (key, value) or (key, value, timestamp ms) by (topic, partition)."""
+        self.logs = {tp: [message(tp[0], tp[1], i, record[0], record[1], **dict(zip(["timestamp"], record[2:])))
+                          for i, record in enumerate(records)]
                      for tp, records in inputs.items()}
         self.cluster = cluster
         self.position = {tp: cluster.offsets.get(tp, 0) for tp in self.logs}
@@ -26,6 +28,7 @@ class FakeConsumer:
         self.callbacks: dict = {}
         self.assigned = False
         self.on_consume: Callable[[], None] = lambda: None
+        self.at_end: set = set()  # partitions whose end was reported, nothing delivered since
 
     def subscribe(self, topics, on_assign, on_revoke, on_lost):
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -53,10 +56,17 @@ class FakeConsumer:
             while len(out) < n and tp not in self.paused | self.stalled and self.position[tp] < len(log):
                 out.append(log[self.position[tp]])
                 self.position[tp] += 1
+                self.at_end.discard(tp)
+            if tp not in self.paused | self.stalled | self.at_end and self.position[tp] == len(log):
+                # as librdkafka with enable.partition.eof: once each time the end is reached
+                out.append(Message(topic=tp[0], partition=tp[1], offset=self.position[tp],
+                                   error=KafkaError(KafkaError._PARTITION_EOF)))
+                self.at_end.add(tp)
         return out
 
     def seek(self, tp: TopicPartition) -> None:
         self.position[(tp.topic, tp.partition)] = tp.offset
+        self.at_end.discard((tp.topic, tp.partition))
 
     def pause(self, partitions) -> None:
         self.paused |= {(tp.topic, tp.partition) for tp in partitions}
@@ -71,6 +81,7 @@ class FakeConsumer:
         for tp in partitions:
             if tp.offset >= 0 or tp.offset == OFFSET_BEGINNING:
                 self.position[(tp.topic, tp.partition)] = max(tp.offset, 0)
+                self.at_end.discard((tp.topic, tp.partition))
                 self.stalled.discard((tp.topic, tp.partition))
 
     def consumer_group_metadata(self) -> str:

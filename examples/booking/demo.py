@@ -43,7 +43,8 @@ def main() -> int:
                  "a result for every booking", interval=1.0)
         elapsed = time.monotonic() - began
         codes = deployment.stop_all()
-        checked = verify_bookings(bootstrap, [key.decode() for key, _ in requests], DEAD_LETTERS)
+        checked = verify_bookings(bootstrap, [key.decode() for key, _ in requests], DEAD_LETTERS,
+                                  step_timeout_ms=int(faults["BOOKING_STEP_TIMEOUT_MS"]))
         print(f"{len(requests)} bookings ended in {elapsed:.1f}s ({len(requests) / elapsed:.0f}/s); "
               f"exit codes {codes}")
         print(f"read_committed: {checked}")

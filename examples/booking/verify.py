@@ -3,7 +3,9 @@
 Every booking has exactly one result; CONFIRMED means exactly one net reservation at each
 service, CANCELLED none at any; no service ever held two reservations for one booking step;
 no timer fired twice (outputs of timer calls carry `saga.timer` / `booking.timer` headers
-naming the firing and the output's place in it); nothing was dead-lettered.
+naming the firing and the output's place in it); nothing was dead-lettered; no booking was
+cancelled as timed out whose service had answered in time (its reply appended before the
+command's timestamp plus the step timeout, less a margin for the clocks' grain).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ class BookingVerdict:
     wrong_holdings: list[tuple] = field(default_factory=list)  # (booking, step, net held, status)
     held_twice: list[tuple] = field(default_factory=list)  # (booking, step) reserved twice at once
     timers_twice: list[str] = field(default_factory=list)  # timer firings seen twice
+    timed_out_in_time: list[tuple] = field(default_factory=list)  # (booking, step) answered in time
     dead_letters: int = 0
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.repeated or self.unknown or self.wrong_holdings
-                    or self.held_twice or self.timers_twice or self.dead_letters)
+                    or self.held_twice or self.timers_twice or self.timed_out_in_time or self.dead_letters)
 
     def __str__(self) -> str:
         def some(items: list) -> str:
@@ -40,10 +43,15 @@ class BookingVerdict:
         return (f"{self.bookings} bookings: {dict(self.results)}; missing {some(self.missing)}, "
                 f"repeated {some(self.repeated)}, unknown {some(self.unknown)}, wrong holdings "
                 f"{some(self.wrong_holdings)}, held twice {some(self.held_twice)}, timers fired twice "
-                f"{some(self.timers_twice)}, dead letters {self.dead_letters}")
+                f"{some(self.timers_twice)}, timed out though answered in time "
+                f"{some(self.timed_out_in_time)}, dead letters {self.dead_letters}")
 
 
-def verify_bookings(bootstrap: str, booking_ids: list[str], dead_letter_topic: str) -> BookingVerdict:
+IN_TIME_MARGIN_MS = 100
+
+
+def verify_bookings(bootstrap: str, booking_ids: list[str], dead_letter_topic: str,
+                    step_timeout_ms: int) -> BookingVerdict:
     verdict = BookingVerdict(len(booking_ids))
     status: dict[str, str] = {}
     seen: Counter = Counter()
@@ -77,5 +85,26 @@ def verify_bookings(bootstrap: str, booking_ids: list[str], dead_letter_topic: s
                 if name in record.headers:
                     firings[(topic, record.headers[name])] += 1
     verdict.timers_twice = sorted(f"{topic}: {tag.decode()}" for (topic, tag), n in firings.items() if n > 1)
+    verdict.timed_out_in_time = _timed_out_in_time(bootstrap, verdict, step_timeout_ms, status)
     verdict.dead_letters = len(read_all(bootstrap, dead_letter_topic))
     return verdict
+
+
+def _timed_out_in_time(bootstrap: str, verdict: BookingVerdict, step_timeout_ms: int,
+                       status: dict[str, str]) -> list[tuple]:
+    """Bookings cancelled as "<step> timed out" whose reserve was answered in time."""
+    timed_out = {(booking, reason.split()[0]) for booking, reason in _reasons(bootstrap).items()
+                 if reason.endswith(" timed out") and status.get(booking) == "CANCELLED"}
+    sent, answered = {}, {}
+    for topic, first in ((COMMANDS, sent), (REPLIES, answered)):
+        for record in read_all(bootstrap, topic):
+            message = json.loads(record.value)
+            where = (message["booking_id"], message["step"])
+            if where in timed_out and message["action"] == "reserve":
+                first[where] = min(first.get(where, record.timestamp), record.timestamp)
+    return sorted(where for where in timed_out if where in sent and where in answered
+                  and answered[where] < sent[where] + step_timeout_ms - IN_TIME_MARGIN_MS)
+
+
+def _reasons(bootstrap: str) -> dict[str, str]:
+    return {json.loads(r.value)["booking_id"]: json.loads(r.value)["reason"] or "" for r in read_all(bootstrap, RESULTS)}

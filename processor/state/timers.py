@@ -14,6 +14,7 @@ are a range scan) and `n<id>` its due time (to replace or cancel it by name and 
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,12 @@ _DUE, _BY_ID = b"t", b"n"
 _TIME = struct.Struct(">q")
 _AFTER_EVERY_DUE = _DUE + b"\xff" * _TIME.size
 MAX_DUE_MS = 2**63 - 1  # what the index's 8 bytes hold
+Horizon = Callable[[int], float]  # partition -> the latest due time that may fire now
+
+
+def any_time(partition: int) -> float:
+    """No horizon: every timer due may fire."""
+    return math.inf
 
 
 def _ident(name: str, key: Key) -> bytes:
@@ -108,7 +115,10 @@ class Timers:
 
     def _active(self) -> list[int]:
         """Partitions whose records are processed here (assigned, stores recovered)."""
-        return sorted(self.stores.assigned_partitions() - set(self.stores.restoring))
+        return sorted(self._active_set())
+
+    def _active_set(self) -> set[int]:
+        return self.stores.assigned_partitions() - set(self.stores.restoring)
 
     def next_due_ms(self) -> int | None:
         """When the earliest timer of an active partition is due (None: no timer)."""
@@ -121,17 +131,31 @@ class Timers:
                 dues.append(self.next[partition])
         return min(dues, default=None)
 
-    def seconds_until_due(self) -> float:
-        """How long the loop may wait for records before a timer is due (inf: none)."""
-        due = self.next_due_ms()
-        return float("inf") if due is None else max(due - self.clock_ms(), 0) / 1000
+    def seconds_until_due(self, horizon: Horizon = any_time) -> float:
+        """How long the loop may wait for records before a timer is due (inf: none). A timer
+        due but beyond its partition's `horizon` (timergate.py) waits for records, not time."""
+        now, wait = self.clock_ms(), math.inf
+        self.next_due_ms()  # the earliest of every active partition known
+        active = self._active_set()
+        for partition, due in self.next.items():
+            if due is None or partition not in active:
+                continue
+            if due > now:
+                wait = min(wait, (due - now) / 1000)
+            elif due <= horizon(partition):
+                return 0.0
+        return wait
 
-    def due(self, limit: int) -> list[Timer]:
-        """Up to `limit` timers due now, earliest first within each partition."""
-        bound = _DUE + _TIME.pack(self.clock_ms() + 1)
+    def due(self, limit: int, horizon: Horizon = any_time) -> list[Timer]:
+        """Up to `limit` timers due now and within their partition's `horizon`, earliest
+        first within each partition."""
+        now = self.clock_ms()
         timers: list[Timer] = []
         for partition in self._active():
-            timers += self._scan(partition, bound, limit - len(timers))
+            bound = min(now, horizon(partition))
+            if bound < 0:
+                continue
+            timers += self._scan(partition, _DUE + _TIME.pack(int(bound) + 1), limit - len(timers))
             self.next.pop(partition, None)  # found again after these fired
             if len(timers) >= limit:
                 break

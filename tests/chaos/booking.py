@@ -85,7 +85,8 @@ def run(workdir: Path, count: int, seed: int, faults: int, feed_seconds: float) 
         for role, code in deployment.stop_all().items():
             if code:
                 summary.bad_exits.append(f"{role} exited {code}")
-        summary.verdict = verify_bookings(bootstrap, [key.decode() for key, _ in requests], DEAD_LETTERS)
+        summary.verdict = verify_bookings(bootstrap, [key.decode() for key, _ in requests], DEAD_LETTERS,
+                                          step_timeout_ms=int(FAULTS["BOOKING_STEP_TIMEOUT_MS"]))
     finally:
         for proc in deployment.procs.values():
             proc.kill()

@@ -5,6 +5,7 @@ Against the real broker, with kill -9 and rebalances: tests/integration/test_tim
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,26 @@ def test_a_timer_due_before_1970_fires_at_once_and_one_past_the_index_is_refused
     assert [t.name for t in timers.due(10)] == ["past"]
     with pytest.raises(ValueError, match="below 9223372036854775807 ms"):
         mine.schedule("never", at_ms=2**63)
+
+
+def test_a_timer_overdue_after_a_restart_fires_after_the_records_that_came_before_its_due_time(tmp_path):
+    """The instance was down: a backlog of replies, the first at T0, one every 10 ms, and a
+    timer due at T0 + 200 ms, long past. The replies up to its due time are processed first
+    (a reply that came in time beats its timeout); a partition at its end lets it fire."""
+    cluster = FakeCluster(TOPICS | {"app-__timers-changelog"})
+    t0 = int(time.time() * 1000) - 100_000
+    records = {("in", 0): [(b"k", b"%d" % i, t0 + 10 * i) for i in range(40)]}
+    seen: list[str] = []
+
+    def transform(call):
+        if isinstance(call, Timer):
+            seen.append("timer")
+            return None
+        seen.append(call.value.decode())
+        if call.value == b"0":
+            call.timers.schedule("timeout", at_ms=t0 + 200)
+        return None
+
+    run(records, transform, cluster, max_batch=5, stores=timer_stores(tmp_path), until=lambda: "timer" in seen)
+    assert seen.index("timer") > seen.index("20"), seen  # record 20 is the first at its due time
+    assert seen.count("timer") == 1
