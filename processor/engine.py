@@ -45,7 +45,7 @@ class Engine:
         self.consumer, self.tx, self.pipeline = consumer, transactions, pipeline
         self.timers = pipeline.stores.timers if pipeline.stores is not None else None
         # timers fire after the records that came before their due time (timergate.py)
-        self.gate = TimerGate(topics) if self.timers is not None else None
+        self.gate = TimerGate(topics, self._cached_end) if self.timers is not None else None
         self.new_consumer = new_consumer  # a consumer like `consumer`, for a fenced static member
         self.rejoined: list[float] = []
         self.txp = transactions.txp
@@ -298,6 +298,13 @@ class Engine:
     def _abort(self, unadded: list[Message], reason: BaseException | None = None) -> None:
         """Abort the open transaction; the partitions rewound are fetched again."""
         self._forget(self.tx.abort(unadded, reason))
+
+    def _cached_end(self, key: tuple[str, int]) -> int:
+        """The end offset of a partition the consumer learnt from its last fetch (-1: none)."""
+        try:
+            return self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)[1]
+        except KafkaException:
+            return -1
 
     def _forget(self, partitions) -> None:
         if self.gate is not None:

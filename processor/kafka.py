@@ -106,6 +106,7 @@ CONSUMER_DEFAULTS = {"fetch.queue.backoff.ms": 10}
 # member's partitions for the whole session after a clean close; the session timeout is the
 # broker's (45 s at least by default). So there members are dynamic by default: a clean close
 # hands the partitions over at once, and a crash waits out the broker's session timeout.
+TIMERS_FETCH_WAIT_MS = 100
 CLASSIC_GROUP_DEFAULTS = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}
 # the processor creates no topics, not even by producing to one that was deleted
 PRODUCER_DEFAULTS = {"linger.ms": 5, "allow.auto.create.topics": False}
@@ -119,10 +120,11 @@ def consumer_settings(config: Config) -> dict[str, Any]:
         group["group.instance.id"] = config.instance_id
     if k.group_protocol == "classic":
         group.update(CLASSIC_GROUP_DEFAULTS)
-    # with timers, the loop learns where each partition ends (timers wait for the records before them)
-    ends = {"enable.partition.eof": True} if config.state.timers else {}
+    # with timers, the loop learns where each partition ends (timers wait for the records before
+    # them): the end comes with an empty fetch, which the broker holds up to fetch.wait.max.ms
+    timers = ({"fetch.wait.max.ms": TIMERS_FETCH_WAIT_MS}, {"enable.partition.eof": True}) if config.state.timers else ({}, {})
     return {**client_settings(config), **group, "auto.offset.reset": config.input.auto_offset_reset,
-            **CONSUMER_DEFAULTS, **k.consumer, **_CONSUMER_FIXED, **ends}
+            **CONSUMER_DEFAULTS, **timers[0], **k.consumer, **_CONSUMER_FIXED, **timers[1]}
 
 
 def incremental_assignment(config: Config) -> bool:
