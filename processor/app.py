@@ -113,12 +113,10 @@ def run(config_path: str, stopping: threading.Event) -> int:
                                 max_batch_records=p.max_batch_records,
                                 stacktrace_max_bytes=config.dead_letter.stacktrace_max_bytes,
                                 metrics=metrics, auto_offset_reset=config.input.auto_offset_reset, limits=limits,
+                                changelogs=stores.topics if stores else None,
                                 hooks=[stores, SagaGauges(stores, metrics.sagas)] if stores else [])
     if stores:
         stores.produce = transactions.produce_to
-        for name, topic in stores.topics.items():
-            transactions.required[topic] = (f"it was store {name!r}'s changelog: the next start creates it "
-                                            f"again, empty (the store's state is gone with it)")
     engine = Engine(consumer, transactions, pipeline, topics=config.input.topics,
                     concurrency=p.concurrency, retry_backoff_s=p.retry_backoff_ms / 1000,
                     seconds_until_probe=REGISTRY.seconds_until_probe,

@@ -46,13 +46,16 @@ class Transactions:
                  output_topic: str, dead_letter_topic: str, app_id: str, commit_interval_s: float,
                  max_batch_records: int, stacktrace_max_bytes: int, metrics: Metrics,
                  auto_offset_reset: str = "earliest", hooks: Iterable[Hooks] = (),
-                 limits: TopicLimits | None = None, clock: Callable[[], float] = time.monotonic):
+                 limits: TopicLimits | None = None, changelogs: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.consumer, self.txp = consumer, producer
         self.single_topic = input_topics[0] if len(input_topics) == 1 else None
         self.output_topic, self.dead_letter_topic = output_topic, dead_letter_topic
         # topics every run writes to, and what to do when one is deleted: without them every
         # record would be dead-lettered, or none could be, or a commit would wait for ever
         self.required = {topic: "create it again (the processor does not)" for topic in (output_topic, dead_letter_topic)}
+        self.required |= {topic: f"it was store {name!r}'s changelog: the next start creates it again, empty "
+                                 f"(the store's state is gone with it)" for name, topic in (changelogs or {}).items()}
         self.app_id, self.stacktrace_max_bytes = app_id, stacktrace_max_bytes
         self.commit_interval, self.max_batch = commit_interval_s, max_batch_records
         self.metrics, self.clock = metrics, clock

@@ -56,11 +56,13 @@ def verify_bookings(bootstrap: str, booking_ids: list[str], dead_letter_topic: s
                     step_timeout_ms: int) -> BookingVerdict:
     verdict = BookingVerdict(len(booking_ids))
     status: dict[str, str] = {}
+    reasons: dict[str, str] = {}
     seen: Counter = Counter()
     for record in read_all(bootstrap, RESULTS):
         result = json.loads(record.value)
         seen[result["booking_id"]] += 1
         status[result["booking_id"]] = result["status"]
+        reasons[result["booking_id"]] = result["reason"] or ""
         verdict.results[result["status"]] += 1
         if result["reason"]:
             verdict.reasons[result["reason"]] += 1
@@ -87,15 +89,15 @@ def verify_bookings(bootstrap: str, booking_ids: list[str], dead_letter_topic: s
                 if name in record.headers:
                     firings[(topic, record.headers[name])] += 1
     verdict.timers_twice = sorted(f"{topic}: {tag.decode()}" for (topic, tag), n in firings.items() if n > 1)
-    verdict.timed_out_in_time = _timed_out_in_time(bootstrap, verdict, step_timeout_ms, status)
+    verdict.timed_out_in_time = _timed_out_in_time(bootstrap, step_timeout_ms, status, reasons)
     verdict.dead_letters = len(read_all(bootstrap, dead_letter_topic))
     return verdict
 
 
-def _timed_out_in_time(bootstrap: str, verdict: BookingVerdict, step_timeout_ms: int,
-                       status: dict[str, str]) -> list[tuple]:
+def _timed_out_in_time(bootstrap: str, step_timeout_ms: int, status: dict[str, str],
+                       reasons: dict[str, str]) -> list[tuple]:
     """Bookings cancelled as "<step> timed out" whose reserve was answered in time."""
-    timed_out = {(booking, reason.split()[0]) for booking, reason in _reasons(bootstrap).items()
+    timed_out = {(booking, reason.split()[0]) for booking, reason in reasons.items()
                  if reason.endswith(" timed out") and status.get(booking) == "CANCELLED"}
     sent, answered = {}, {}
     for topic, first in ((COMMANDS, sent), (REPLIES, answered)):
@@ -107,6 +109,3 @@ def _timed_out_in_time(bootstrap: str, verdict: BookingVerdict, step_timeout_ms:
     return sorted(where for where in timed_out if where in sent and where in answered
                   and answered[where] < sent[where] + step_timeout_ms - IN_TIME_MARGIN_MS)
 
-
-def _reasons(bootstrap: str) -> dict[str, str]:
-    return {json.loads(r.value)["booking_id"]: json.loads(r.value)["reason"] or "" for r in read_all(bootstrap, RESULTS)}
